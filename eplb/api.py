@@ -1,0 +1,111 @@
+"""The Python API: place experts, and a drop-in ``rebalance_experts`` for serving engines."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from eplb.errors import EplbError
+from eplb.placement import Placement
+from eplb.policies import get_method
+from eplb.topology import Topology
+from traces import ExpertLoads, TraceError, from_array
+
+__all__ = ["place", "rebalance_experts", "DEFAULT_METHOD"]
+
+#: Method used when none is named.
+DEFAULT_METHOD = "deepseek"
+
+
+def _as_loads(loads, layers=None) -> ExpertLoads:
+    if isinstance(loads, ExpertLoads):
+        return loads
+    if hasattr(loads, "detach"):  # torch tensor
+        loads = loads.detach().cpu().numpy()
+    try:
+        return from_array(loads, layers=layers, drop_zero_layers=False)
+    except TraceError as exc:
+        raise EplbError(str(exc)) from None
+
+
+def place(
+    loads,
+    topology: Topology,
+    method: str | None = None,
+    *,
+    layers=None,
+    **options,
+) -> Placement:
+    """Place experts for every layer.
+
+    loads: [L, E] expert loads (array, tensor or traces.ExpertLoads, whose layer ids are kept).
+    topology: where the slots are (see :class:`eplb.Topology` and :data:`eplb.PRESETS`).
+    method: a name from :func:`eplb.methods` (default :data:`DEFAULT_METHOD`).
+    options: passed to the method (e.g. ``time_limit``, ``seed``, ``previous``).
+
+    >>> import eplb, numpy as np
+    >>> p = eplb.place(np.array([[5.0, 1, 1, 1]]), eplb.Topology(1, 2, 3), "deepseek")
+    >>> p.logcnt.tolist()
+    [[3, 1, 1, 1]]
+    """
+    el = _as_loads(loads, layers)
+    if not isinstance(topology, Topology):
+        raise EplbError(f"topology must be an eplb.Topology, got {type(topology).__name__}")
+    topology.check(el.num_experts)
+    name = method or DEFAULT_METHOD
+    fn = get_method(name)
+    start = time.perf_counter()
+    out = fn(el.loads, topology, **{k: v for k, v in options.items() if v is not None})
+    elapsed = time.perf_counter() - start
+    info = {"time_s": elapsed, **out.info}
+    if el.name:
+        info.setdefault("workload", el.name)
+    if out.log2phy is None:
+        return Placement.from_phy2log(out.phy2log, topology, el.num_experts, layers=el.layers, method=name,
+                                      shares=out.shares, info=info)
+    logcnt = np.zeros((el.num_layers, el.num_experts), dtype=np.int64)
+    np.add.at(logcnt, (np.repeat(np.arange(el.num_layers), topology.num_slots), out.phy2log.ravel()), 1)
+    return Placement(out.phy2log, out.log2phy, logcnt, el.layers, topology, name, out.shares, info)
+
+
+def _check_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise EplbError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int, *,
+                      method: str | None = None, **options):
+    """Drop-in for DeepSeek's ``eplb.rebalance_experts``, with its exact semantics.
+
+    weight: [L, E] loads; num_replicas: physical slots per layer (a multiple of num_gpus);
+    num_groups: expert groups; num_nodes: nodes; num_gpus: GPUs (a multiple of num_nodes).
+    Returns ``phy2log`` [L, R], ``log2phy`` [L, E, M] (-1 padded) and ``logcnt`` [L, E], int64:
+    numpy in, numpy out; torch in, torch out (on the input's device).
+    """
+    is_torch = hasattr(weight, "detach") and hasattr(weight, "device")
+    device = weight.device if is_torch else None
+    arr = weight.detach().cpu().numpy() if is_torch else np.asarray(weight)
+    num_replicas = _check_int("num_replicas", num_replicas)
+    num_groups = _check_int("num_groups", num_groups)
+    num_nodes = _check_int("num_nodes", num_nodes)
+    num_gpus = _check_int("num_gpus", num_gpus)
+    if arr.ndim != 2:
+        raise EplbError(f"weight must be [layers, experts], got shape {arr.shape}")
+    if num_gpus % num_nodes:
+        raise EplbError(f"num_gpus ({num_gpus}) must be a multiple of num_nodes ({num_nodes})")
+    if num_replicas % num_gpus:
+        raise EplbError(
+            f"num_replicas ({num_replicas}) must be a multiple of num_gpus ({num_gpus}) so every GPU gets the same slot count"
+        )
+    num_experts = arr.shape[1]
+    # as in the reference, groups only matter when they divide evenly over the nodes
+    groups = num_groups if num_groups % num_nodes == 0 else 1
+    topo = Topology(num_nodes, num_gpus // num_nodes, num_replicas // num_gpus, groups)
+    placement = place(arr, topo, method, **options)
+    out = (placement.phy2log, placement.log2phy, placement.logcnt)
+    if is_torch:
+        import torch
+
+        return tuple(torch.from_numpy(np.array(x)).to(device) for x in out)
+    return tuple(np.array(x) for x in out)

@@ -1,0 +1,71 @@
+"""The ``eplb`` command line.
+
+Every sub-command lives in its own module under :mod:`eplb.commands` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
+parsed arguments and returning an exit status. Bad input (any ``ValueError`` subclass of the
+three packages, a missing file) becomes one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import sys
+
+from eplb.errors import EplbError
+from solvers.errors import SolverInputError
+from traces.errors import TraceError
+
+#: Order in which sub-commands appear in ``eplb --help``; modules not listed follow alphabetically.
+_ORDER = ["place", "evaluate", "bench", "plan-redundancy", "simulate", "dp", "cost", "report", "convert", "sweep"]
+
+USER_ERRORS = (EplbError, SolverInputError, TraceError, OSError, json.JSONDecodeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import eplb
+    import eplb.commands as commands
+
+    parser = argparse.ArgumentParser(
+        prog="eplb",
+        description="Load balancing for Mixture-of-Experts inference serving.",
+    )
+    parser.add_argument("--version", action="version", version=f"eplb {eplb.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+    registered = []
+    for name in modules:
+        mod = importlib.import_module(f"eplb.commands.{name}")
+        registered.append((mod.COMMAND if hasattr(mod, "COMMAND") else name, mod))
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    for _, mod in sorted(registered, key=lambda t: (rank.get(t[0], len(_ORDER)), t[0])):
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `eplb place | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except USER_ERRORS as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        print(f"eplb {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Arguments shared by several sub-commands."""
+from __future__ import annotations
+
+import argparse
+
+from eplb.errors import EplbError
+from eplb.topology import PRESETS, Topology, preset
+from traces import DEFAULT_WORKLOAD, ExpertLoads, load_workload, read_expert_loads, workloads
+
+
+def add_loads_args(p: argparse.ArgumentParser, default_workload: str | None = DEFAULT_WORKLOAD) -> None:
+    g = p.add_argument_group("expert loads")
+    g.add_argument("--loads", metavar="FILE",
+                   help="expert-load statistics: SGLang .json/.pt, .npy/.npz, or long-form .csv/.parquet "
+                        "(layer, expert, count)")
+    g.add_argument("--workload", metavar="NAME", choices=workloads(),
+                   help=f"a bundled DeepSeek-V3 workload instead of --loads (default {default_workload}); "
+                        f"one of: {', '.join(workloads())}")
+
+
+def resolve_loads(args, default_workload: str | None = DEFAULT_WORKLOAD) -> ExpertLoads:
+    if args.loads and args.workload:
+        raise EplbError("give either --loads or --workload, not both")
+    if args.loads:
+        return read_expert_loads(args.loads)
+    return load_workload(args.workload or default_workload)
+
+
+def add_topology_args(p: argparse.ArgumentParser, default_preset: str = "deepseek-v3-decode") -> None:
+    g = p.add_argument_group("topology (a preset, or all of --nodes --gpus-per-node --slots-per-gpu)")
+    g.add_argument("--preset", metavar="NAME", choices=sorted(PRESETS),
+                   help=f"one of {', '.join(PRESETS)} (default {default_preset})")
+    g.add_argument("--nodes", type=int, help="number of nodes")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs per node")
+    g.add_argument("--slots-per-gpu", type=int, help="expert slots per GPU")
+    g.add_argument("--groups", type=int, help="expert groups of the model (default: the preset's, else 1)")
+
+
+def resolve_topology(args, default_preset: str = "deepseek-v3-decode") -> Topology:
+    custom = [args.nodes, args.gpus_per_node, args.slots_per_gpu]
+    if any(v is not None for v in custom):
+        if args.preset:
+            raise EplbError("give either --preset or --nodes/--gpus-per-node/--slots-per-gpu, not both")
+        if any(v is None for v in custom):
+            raise EplbError("a custom topology needs all of --nodes, --gpus-per-node and --slots-per-gpu")
+        return Topology(args.nodes, args.gpus_per_node, args.slots_per_gpu, args.groups or 1)
+    topo = preset(args.preset or default_preset)
+    if args.groups is not None:
+        topo = Topology(topo.num_nodes, topo.gpus_per_node, topo.slots_per_gpu, args.groups, topo.name)
+    return topo

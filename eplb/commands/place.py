@@ -1,0 +1,58 @@
+"""``eplb place``: compute an expert placement and write its JSON."""
+from __future__ import annotations
+
+import sys
+
+from eplb.api import DEFAULT_METHOD, place
+from eplb.commands._common import add_loads_args, add_topology_args, resolve_loads, resolve_topology
+from eplb.evaluate import evaluate
+from eplb._io import emit
+from eplb.policies import methods
+
+COMMAND = "place"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "place",
+        help="compute an expert placement (JSON on stdout or -o FILE, summary on stderr)",
+        description="Compute an expert placement for every MoE layer. With no arguments: the bundled "
+                    "DeepSeek-V3 decode_in1000out1000 workload on the deepseek-v3-decode preset.",
+    )
+    add_loads_args(p)
+    add_topology_args(p)
+    p.add_argument("--method", default=None, help=f"placement method (default {DEFAULT_METHOD}); one of {', '.join(methods())}")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="time budget for methods that search")
+    p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the placement JSON here instead of stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=run)
+
+
+def summary_lines(placement, ev, loads) -> list[str]:
+    s = ev.summary()
+    t = placement.topology
+    lines = [
+        f"eplb place: method {placement.method} on {t.describe()}",
+        f"  loads: {loads.name or loads.source}, {placement.num_layers} MoE layers x {placement.num_experts} experts"
+        + (f" (dropped all-zero layers {list(loads.dropped_layers)})" if loads.dropped_layers else ""),
+        f"  max/mean GPU load: mean over layers {s['imbalance_mean']:.4f}, worst {s['imbalance_worst']:.4f} (layer {s['worst_layer']})",
+        f"  balancedness (mean/max, as vLLM/SGLang log it): {s['balancedness']:.4f}",
+        f"  node max/mean: {s['node_imbalance_mean']:.4f}",
+        f"  lower bound / mean: {s['bound_over_mean']:.4f}; gap to bound: mean {s['gap_mean']:.4f}, worst {s['gap_worst']:.4f}",
+        f"  time: {placement.info.get('time_s', 0.0) * 1000:.1f} ms; max replicas of one expert: {placement.log2phy.shape[2]}",
+    ]
+    return lines
+
+
+def run(args) -> int:
+    loads = resolve_loads(args)
+    topo = resolve_topology(args)
+    placement = place(loads, topo, args.method, time_limit=args.time_limit, seed=args.seed)
+    ev = evaluate(placement, loads.loads)
+    placement = placement.with_info(**{"imbalance_mean": ev.summary()["imbalance_mean"],
+                                       "gap_worst": ev.summary()["gap_worst"]})
+    emit(placement.to_json(), args.output)
+    if not args.quiet:
+        print("\n".join(summary_lines(placement, ev, loads)), file=sys.stderr)
+    return 0

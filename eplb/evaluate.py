@@ -1,0 +1,113 @@
+"""How good is a placement: per-GPU and per-node loads, imbalance and certified lower bounds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eplb.errors import EplbError
+from eplb.placement import Placement
+from solvers import average_bound, replica_bound
+
+__all__ = ["Evaluation", "evaluate", "gpu_loads", "lower_bound"]
+
+
+def gpu_loads(placement: Placement, loads: np.ndarray) -> np.ndarray:
+    """Expected work per GPU. loads: [L, E] -> [L, W] (replicas receive their share of the expert's load)."""
+    per_slot = np.take_along_axis(loads, placement.phy2log, axis=1) * placement.replica_shares()
+    t = placement.topology
+    return per_slot.reshape(placement.num_layers, t.num_gpus, t.slots_per_gpu).sum(axis=2)
+
+
+def lower_bound(loads: np.ndarray, topology) -> np.ndarray:
+    """Certified lower bound on the heaviest GPU of any even-split placement. loads [L, E] -> [L]:
+    max(total / GPUs, best achievable largest replica). Stronger bounds: :mod:`solvers.bounds`."""
+    return np.maximum(
+        average_bound(loads, topology.num_gpus),
+        replica_bound(loads, topology.num_slots, max_count=topology.num_gpus),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """Per-layer balance of a placement under given loads.
+
+    gpu_loads: [L, W]; node_loads: [L, N]; the rest are [L] arrays. ``imbalance`` is
+    max/mean GPU load (1.0 is perfect); ``balancedness`` is mean/max as vLLM and SGLang log it;
+    ``gap`` is max GPU load over the certified lower bound (1.0 proves optimality).
+    """
+
+    layers: np.ndarray
+    gpu_loads: np.ndarray
+    node_loads: np.ndarray
+    mean: np.ndarray
+    max: np.ndarray
+    imbalance: np.ndarray
+    balancedness: np.ndarray
+    node_imbalance: np.ndarray
+    lower_bound: np.ndarray
+    gap: np.ndarray
+
+    def summary(self) -> dict:
+        """Whole-model figures: means over layers, worst layer, and vLLM's aggregate balancedness."""
+        return {
+            "layers": int(self.layers.size),
+            "imbalance_mean": float(self.imbalance.mean()),
+            "imbalance_worst": float(self.imbalance.max()),
+            "worst_layer": int(self.layers[int(self.imbalance.argmax())]),
+            "balancedness": float(self.mean.sum() / self.max.sum()) if self.max.sum() > 0 else 1.0,
+            "node_imbalance_mean": float(self.node_imbalance.mean()),
+            "bound_over_mean": float((self.lower_bound / np.where(self.mean > 0, self.mean, 1)).mean()),
+            "gap_mean": float(self.gap.mean()),
+            "gap_worst": float(self.gap.max()),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "summary": self.summary(),
+            "per_layer": {
+                "layer": self.layers.tolist(),
+                "imbalance": self.imbalance.tolist(),
+                "balancedness": self.balancedness.tolist(),
+                "node_imbalance": self.node_imbalance.tolist(),
+                "max_gpu_load": self.max.tolist(),
+                "mean_gpu_load": self.mean.tolist(),
+                "lower_bound": self.lower_bound.tolist(),
+                "gap": self.gap.tolist(),
+            },
+        }
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 1.0)
+
+
+def evaluate(placement: Placement, loads) -> Evaluation:
+    """Evaluate ``placement`` under ``loads`` [L, E] (an array or a traces.ExpertLoads with the
+    same layers)."""
+    arr = np.asarray(getattr(loads, "loads", loads), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape != (placement.num_layers, placement.num_experts):
+        raise EplbError(
+            f"loads have shape {arr.shape} but the placement covers {placement.num_layers} layers x "
+            f"{placement.num_experts} experts; use the statistics the placement was made for"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise EplbError("loads must be finite and non-negative")
+    g = gpu_loads(placement, arr)
+    t = placement.topology
+    n = g.reshape(placement.num_layers, t.num_nodes, t.gpus_per_node).sum(axis=2)
+    mean = g.mean(axis=1)
+    mx = g.max(axis=1)
+    lb = lower_bound(arr, t)
+    return Evaluation(
+        layers=placement.layers,
+        gpu_loads=g,
+        node_loads=n,
+        mean=mean,
+        max=mx,
+        imbalance=_ratio(mx, mean),
+        balancedness=_ratio(mean, mx),
+        node_imbalance=_ratio(n.max(axis=1), n.mean(axis=1)),
+        lower_bound=lb,
+        gap=_ratio(mx, lb),
+    )

@@ -1,0 +1,71 @@
+"""Placement methods: each turns loads [L, E] and a Topology into a placement.
+
+A method is a function ``fn(loads, topology, **options) -> PolicyOutput`` registered under a
+name with :func:`register`. Modules in this package register themselves on import; all are
+imported the first time a method is looked up.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from eplb.errors import EplbError
+
+__all__ = ["PolicyOutput", "register", "get_method", "methods", "describe_methods"]
+
+
+@dataclass
+class PolicyOutput:
+    """What a method returns. phy2log: [L, R] int64; log2phy: [L, E, M] or None (derived in slot
+    order); shares: [L, R] or None (even split); info: facts to keep with the placement."""
+
+    phy2log: np.ndarray
+    log2phy: np.ndarray | None = None
+    shares: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+_METHODS: dict[str, tuple[Callable[..., PolicyOutput], str]] = {}
+_loaded = False
+
+
+def register(name: str, description: str = ""):
+    """Decorator registering a placement method under ``name``."""
+
+    def deco(fn):
+        _METHODS[name] = (fn, description or (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{mod.name}")
+        _loaded = True
+
+
+def methods() -> list[str]:
+    """Names of all registered placement methods."""
+    _load_all()
+    return sorted(_METHODS)
+
+
+def describe_methods() -> dict[str, str]:
+    _load_all()
+    return {name: desc for name, (_, desc) in sorted(_METHODS.items())}
+
+
+def get_method(name: str) -> Callable[..., PolicyOutput]:
+    _load_all()
+    try:
+        return _METHODS[name][0]
+    except KeyError:
+        raise EplbError(f"unknown method {name!r}; choose one of {', '.join(sorted(_METHODS))}") from None

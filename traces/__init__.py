@@ -1,0 +1,16 @@
+"""Getting data in: readers for expert-load statistics and request traces, synthetic
+generators and small bundled datasets. Knows nothing of solvers or of eplb."""
+from traces.bundled import DEFAULT_WORKLOAD, load_workload, workloads
+from traces.errors import TraceError
+from traces.loads import ExpertLoads, from_array, read_expert_loads, save_loads
+
+__all__ = [
+    "DEFAULT_WORKLOAD",
+    "ExpertLoads",
+    "TraceError",
+    "from_array",
+    "load_workload",
+    "read_expert_loads",
+    "save_loads",
+    "workloads",
+]

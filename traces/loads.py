@@ -1,0 +1,224 @@
+"""Readers for per-expert load statistics.
+
+Every reader returns an :class:`ExpertLoads`: ``loads`` is ``[L, E]`` float64 (token-expert
+assignments per logical expert, one row per MoE layer) and ``layers`` holds the original layer
+id of each row, so the 3 dense layers of DeepSeek-V3 (all-zero rows) can be dropped while layer
+numbers stay meaningful.
+
+Formats (chosen by file suffix):
+
+- ``.json``: SGLang's ``{"logical_count": [[...]]}`` with ``[L, E]`` or ``[T, L, E]`` (summed
+  over T); a bare nested list; or ``{"loads": ..., "layers": ...}`` as written by :func:`save_loads`.
+- ``.pt``: SGLang ``stat`` dumps (``torch.save`` of a dict with ``logical_count``
+  ``[T, L, E]``); needs torch.
+- ``.npy`` (one ``[L, E]`` or ``[T, L, E]`` array) and ``.npz`` (``loads`` or ``logical_count``,
+  optional ``layers``; or a single array).
+- ``.csv`` / ``.parquet``: long form with columns ``layer, expert, count``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from traces.errors import TraceError
+
+__all__ = ["ExpertLoads", "read_expert_loads", "from_array", "save_loads"]
+
+
+@dataclass(frozen=True)
+class ExpertLoads:
+    """Expert load statistics of one workload.
+
+    loads: [L, E] float64, non-negative and finite.
+    layers: [L] int64, the original layer id of each row.
+    """
+
+    loads: np.ndarray
+    layers: np.ndarray
+    name: str = ""
+    source: str = ""
+    dropped_layers: tuple[int, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.loads.shape[0])
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.loads.shape[1])
+
+
+def from_array(
+    array,
+    *,
+    layers=None,
+    name: str = "",
+    source: str = "",
+    drop_zero_layers: bool = True,
+) -> ExpertLoads:
+    """Validate an ``[L, E]`` (or ``[T, L, E]``, summed over T) array of counts and wrap it.
+
+    All-zero rows are dropped (with a note) when ``drop_zero_layers``; ``layers`` gives the
+    original layer id of each input row (default ``0..L-1``).
+    """
+    where = f" in {source}" if source else ""
+    try:
+        arr = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TraceError(f"expert loads{where} are not numeric ({exc}); give numbers of tokens per expert") from None
+    if arr.ndim == 3:
+        arr = arr.sum(axis=0)
+    if arr.ndim != 2:
+        raise TraceError(
+            f"expert loads{where} have shape {arr.shape}; expected [layers, experts] or [steps, layers, experts]"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise TraceError(f"expert loads{where} are empty (shape {arr.shape}); give at least one layer and one expert")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise TraceError(
+            f"expert loads{where} contain NaN or infinity (first at layer row {bad[0]}, expert {bad[1]}); "
+            "clean the statistics or replace missing counts by 0"
+        )
+    if np.any(arr < 0):
+        bad = np.argwhere(arr < 0)[0]
+        raise TraceError(
+            f"expert loads{where} contain a negative count (layer row {bad[0]}, expert {bad[1]}); counts must be >= 0"
+        )
+    if layers is None:
+        layer_ids = np.arange(arr.shape[0], dtype=np.int64)
+    else:
+        layer_ids = np.asarray(layers, dtype=np.int64).reshape(-1)
+        if layer_ids.shape[0] != arr.shape[0]:
+            raise TraceError(
+                f"{layer_ids.shape[0]} layer ids{where} for {arr.shape[0]} rows of loads; give one id per row"
+            )
+    notes: list[str] = []
+    dropped: tuple[int, ...] = ()
+    if drop_zero_layers:
+        zero = arr.sum(axis=1) == 0
+        if zero.all():
+            raise TraceError(f"every layer of the expert loads{where} is all zero; there is nothing to balance")
+        if zero.any():
+            dropped = tuple(int(x) for x in layer_ids[zero])
+            notes.append(f"dropped {len(dropped)} all-zero layer(s) {list(dropped)} (dense layers carry no expert load)")
+            arr = arr[~zero]
+            layer_ids = layer_ids[~zero]
+    arr = np.ascontiguousarray(arr)
+    arr.setflags(write=False)
+    layer_ids = np.ascontiguousarray(layer_ids)
+    layer_ids.setflags(write=False)
+    return ExpertLoads(arr, layer_ids, name=name, source=source, dropped_layers=dropped, notes=tuple(notes))
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise TraceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or re-export the file") from None
+    layers = None
+    if isinstance(obj, dict):
+        for key in ("logical_count", "loads", "expert_load", "weight"):
+            if key in obj:
+                layers = obj.get("layers")
+                return obj[key], layers
+        raise TraceError(
+            f"{path} has keys {sorted(obj)[:6]} but no 'logical_count' or 'loads'; "
+            "give SGLang's {\"logical_count\": [[...]]} or {\"loads\": [[...]], \"layers\": [...]}"
+        )
+    return obj, None
+
+
+def _read_pt(path: Path):
+    try:
+        import torch
+    except ImportError:
+        raise TraceError(f"reading {path} needs torch; install it with `pip install 'eplb[torch]'`") from None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        if "logical_count" not in obj:
+            raise TraceError(f"{path} holds keys {sorted(obj)[:6]}, not an SGLang stat dump with 'logical_count'")
+        if obj.get("rank", 0) not in (0, None):
+            raise TraceError(f"{path} was written by rank {obj['rank']}; SGLang stat dumps are read from rank 0 only")
+        data = obj["logical_count"]
+    else:
+        data = obj
+    return np.asarray(data.detach().cpu().numpy() if hasattr(data, "detach") else data, dtype=np.float64), None
+
+
+def _read_npz(path: Path):
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.keys())
+        for key in ("loads", "logical_count", "weight"):
+            if key in z:
+                return z[key], (z["layers"] if "layers" in z else None)
+        if len(keys) == 1:
+            return z[keys[0]], None
+    raise TraceError(f"{path} holds arrays {keys}; name the load array 'loads' (and optionally 'layers')")
+
+
+def _read_long(path: Path, suffix: str):
+    import pandas as pd
+
+    if suffix == ".csv":
+        df = pd.read_csv(path)
+    else:
+        df = pd.read_parquet(path)
+    cols = {c.lower(): c for c in df.columns}
+    count_col = next((cols[c] for c in ("count", "load", "tokens", "value") if c in cols), None)
+    if "layer" not in cols or "expert" not in cols or count_col is None:
+        raise TraceError(
+            f"{path} has columns {list(df.columns)}; long-form loads need columns layer, expert, count"
+        )
+    layer = df[cols["layer"]].to_numpy()
+    expert = df[cols["expert"]].to_numpy()
+    count = pd.to_numeric(df[count_col], errors="coerce").to_numpy(dtype=np.float64)
+    if len(df) == 0:
+        raise TraceError(f"{path} has no rows; it needs one row per (layer, expert)")
+    if not (np.issubdtype(layer.dtype, np.integer) and np.issubdtype(expert.dtype, np.integer)):
+        raise TraceError(f"{path}: columns layer and expert must be integers")
+    if expert.min() < 0:
+        raise TraceError(f"{path}: expert ids must be >= 0 (found {expert.min()})")
+    layer_ids = np.unique(layer)
+    row = np.searchsorted(layer_ids, layer)
+    num_experts = int(expert.max()) + 1
+    arr = np.zeros((layer_ids.size, num_experts))
+    np.add.at(arr, (row, expert), count)
+    if np.isnan(count).any():
+        arr[:] = np.nan  # reported by from_array with the usual message
+    return arr, layer_ids
+
+
+def read_expert_loads(path: str | os.PathLike, *, drop_zero_layers: bool = True) -> ExpertLoads:
+    """Read expert-load statistics from ``path`` (format by suffix, see module docs)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, f"expert-load file not found: {path}; check the path", str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data, layers = _read_json(path)
+    elif suffix == ".pt":
+        data, layers = _read_pt(path)
+    elif suffix == ".npy":
+        data, layers = np.load(path, allow_pickle=False), None
+    elif suffix == ".npz":
+        data, layers = _read_npz(path)
+    elif suffix in (".csv", ".parquet", ".pq"):
+        data, layers = _read_long(path, suffix)
+    else:
+        raise TraceError(
+            f"unknown expert-load format {suffix!r} for {path}; use .json, .pt, .npy, .npz, .csv or .parquet"
+        )
+    return from_array(data, layers=layers, name=path.stem, source=str(path), drop_zero_layers=drop_zero_layers)
+
+
+def save_loads(loads: ExpertLoads, path: str | os.PathLike) -> None:
+    """Write loads as JSON ``{"loads": [...], "layers": [...]}`` (read back by :func:`read_expert_loads`)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"loads": loads.loads.tolist(), "layers": loads.layers.tolist()}, fh)
