@@ -127,6 +127,26 @@ class Requests:
                         self.output_len[:count].copy(), self.cached[:count].copy(), bp, bi,
                         self.name, self.source, self.block_size, dict(self.info))
 
+    def tile(self, copies: int) -> "Requests":
+        """The trace repeated ``copies`` times back to back in time (each copy starts one mean
+        inter-arrival gap after the previous one ends), for steady-state runs longer than the trace.
+        Cached prefixes are kept as in the original; block ids are dropped."""
+        copies = int(copies)
+        if copies < 1:
+            raise TraceError(f"copies must be at least 1, got {copies}")
+        if copies == 1:
+            return self
+        arr = self.arrival
+        if self.has_timestamps and len(self) > 1:
+            t = arr - arr.min()
+            period = float(t.max()) * len(self) / (len(self) - 1)
+            arr = np.concatenate([t + k * period for k in range(copies)])
+        else:
+            arr = np.tile(arr, copies)
+        return Requests(arr, np.tile(self.input_len, copies), np.tile(self.output_len, copies),
+                        np.tile(self.cached, copies), None, None, f"{self.name}x{copies}" if self.name else "",
+                        self.source, self.block_size, dict(self.info))
+
     def summary(self) -> dict:
         """Counts and means, for reports."""
         n = len(self)

@@ -21,14 +21,19 @@ Baselines, as the engines implement them (scores over ranks, lowest wins):
 
 Ours:
 
-- ``balanced`` (default): two-dimensional min-L-inf greedy over the batch, largest request first,
-  on the ranks' backlog normalized by its mean over ranks. Prefill axes: (attention pairs still to
-  compute, prompt tokens still to compute). Decode axes: (KV tokens in use or reserved by waiting
-  requests, running + waiting requests), skipping ranks where the request with its expected
-  remaining growth would not fit in the KV capacity or the batch limit while others have room.
-  The expected remaining output is the mean output length of the requests finished so far.
-- ``exact``: the same objective solved per batch with OR-Tools CP-SAT (time-limited, warm-started
-  from ``balanced``, never worse on the batch objective).
+- ``balanced`` (default). Prefill: late binding. Requests wait in the router's first-come queue
+  and are bound to a rank in the step that rank has token budget left, to the rank where the
+  request's first chunk keeps that step's normalized (attention pairs, tokens) L-inf smallest; then
+  they stay. Decode: each arriving request (largest prompt first) goes to the rank where it raises
+  the sum over ranks of squared normalized (KV tokens, requests) least, skipping ranks where it
+  would not fit in the KV capacity with its expected growth (the mean output length of the
+  requests finished so far) or in the batch limit, while other ranks have room.
+- ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
+  min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
+  decode as ``balanced``.
+- ``exact``: prefill batches bound at arrival by CP-SAT on the ``balanced_online`` objective
+  (time-limited, warm-started from the greedy, never worse on the batch objective); decode as
+  ``balanced``.
 """
 from __future__ import annotations
 
@@ -131,6 +136,8 @@ class Policy:
 
     name = ""
     description = ""
+    #: True: prefill requests wait in the router and are bound by :meth:`fill` step by step
+    late_binding = False
 
     def __init__(self, **options):
         self.options = options
@@ -236,16 +243,93 @@ def _sizes_base(state: RankState, batch: Batch):
     return sizes, base, cap
 
 
-class Balanced(Policy):
-    name = "balanced"
-    description = "ours: 2-D min-L-inf greedy over the batch (prefill: attention, tokens; decode: KV, requests)"
+class BalancedOnline(Policy):
+    name = "balanced_online"
+    description = "ours, binding at arrival: 2-D min-L-inf greedy over the batch on the ranks' backlog"
 
     def assign(self, state: RankState, batch: Batch) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros(0, dtype=np.int64)
+        if state.phase == "decode":
+            return _decode_marginal(state, batch)
         sizes, base, cap = _sizes_base(state, batch)
         scale = default_scale(sizes, state.num_ranks, base)
         return greedy_assign(sizes, state.num_ranks, base, scale, order="decreasing", capacity=cap).assign
+
+
+def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
+    """Decode: each request (largest prompt first) to the rank where it raises the sum over ranks of
+    squared normalized (KV, request count) the least, among ranks where it fits with its expected
+    growth; this sends long prompts to ranks short of KV and short ones to ranks short of requests."""
+    kv = state.tokens.astype(np.float64).copy()
+    cnt = (state.waiting + state.running).astype(np.float64)
+    D = state.num_ranks
+    prompts = batch.prompt.astype(np.float64)
+    kv_mean = max(1.0, (kv.sum() + prompts.sum()) / D)
+    n_mean = max(1.0, (cnt.sum() + len(batch)) / D)
+    room_kv = state.kv_capacity - state.mean_output
+    out = np.empty(len(batch), dtype=np.int64)
+    for j in np.argsort(-prompts, kind="stable"):
+        x = prompts[j]
+        score = (2.0 * kv * x + x * x) / (kv_mean * kv_mean) + (2.0 * cnt + 1.0) / (n_mean * n_mean)
+        fits = (kv + x <= room_kv) & (cnt + 1 <= state.max_batch)
+        if fits.any() and not fits.all():
+            score = np.where(fits, score, np.inf)
+        r = int(np.argmin(score))
+        out[j] = r
+        kv[r] += x
+        cnt[r] += 1
+    return out
+
+
+class Balanced(BalancedOnline):
+    """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
+    bound to a rank only in the step the rank has token budget left; each goes to the rank where its
+    first chunk keeps the step's normalized (attention, tokens) L-inf smallest, and then stays there.
+    Decode: as ``balanced_online``."""
+
+    name = "balanced"
+    description = ("ours (default): prefill binds queued requests at the step a rank has budget, min-L-inf "
+                   "of the step's (attention, tokens); decode balances (KV, requests) within capacity")
+    late_binding = True
+
+    def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
+             cached: np.ndarray) -> list[tuple[int, int, int]]:
+        """Bind queued requests (in queue order) to ranks for this step.
+
+        left: [D] token budget left this step; att, tok: [D] attention pairs and tokens already in
+        the step; new_tokens, cached: [Q] of the queue head. Returns (queue index, rank, chunk)
+        triples; stops when no budget is left.
+        """
+        left = left.astype(np.float64).copy()
+        att = att.astype(np.float64).copy()
+        tok = tok.astype(np.float64).copy()
+        D = len(left)
+        out = []
+        for j in range(len(new_tokens)):
+            open_ = left > 0
+            if not open_.any():
+                break
+            n = float(new_tokens[j])
+            p = float(cached[j])
+            c = np.minimum(n, left)
+            a = c * p + c * (c + 1.0) / 2.0
+            att2 = att + a
+            tok2 = tok + c
+            a_mean = max(1.0, (att.sum() + a.max()) / D)
+            t_mean = max(1.0, (tok.sum() + c.max()) / D)
+            peak = np.maximum(att2 / a_mean, tok2 / t_mean)
+            # a rank's other entries stay as they are: compare the step's resulting L-inf
+            score = np.maximum(peak, max(float((att / a_mean).max()), float((tok / t_mean).max())))
+            score = np.where(open_, score, np.inf)
+            best = score.min()
+            ties = np.flatnonzero(score <= best * (1 + 1e-12))
+            r = int(ties[np.argmax(left[ties])]) if len(ties) > 1 else int(ties[0])
+            out.append((j, r, int(c[r])))
+            left[r] -= c[r]
+            att[r] += a[r]
+            tok[r] += c[r]
+        return out
 
 
 class Exact(Policy):
@@ -255,17 +339,17 @@ class Exact(Policy):
     def assign(self, state: RankState, batch: Batch) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros(0, dtype=np.int64)
+        if state.phase == "decode":  # capacity rules are not in the CP-SAT model: use balanced's rule
+            return _decode_marginal(state, batch)
         sizes, base, cap = _sizes_base(state, batch)
         scale = default_scale(sizes, state.num_ranks, base)
-        if cap is not None:  # capacity is a soft rule of the greedy; keep the greedy in decode
-            return greedy_assign(sizes, state.num_ranks, base, scale, capacity=cap).assign
         res = exact_assign(sizes, state.num_ranks, base, scale,
                            time_limit=float(self.options.get("time_limit", 0.05)), seed=0, workers=1)
         return res.assign
 
 
 _REGISTRY: dict[str, type[Policy]] = {
-    c.name: c for c in (RoundRobin, ShortestQueue, LeastTokens, Vllm, VllmLegacy, Balanced, Exact)
+    c.name: c for c in (RoundRobin, ShortestQueue, LeastTokens, Vllm, VllmLegacy, Balanced, BalancedOnline, Exact)
 }
 
 

@@ -120,6 +120,7 @@ class SimResult:
     queued: int = 0
     preempted: int = 0
     step_seconds: np.ndarray | None = None
+    loaded: np.ndarray | None = None
     info: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -127,11 +128,21 @@ class SimResult:
         """[S] bool: recorded steps inside the arrival window (first to last arrival step)."""
         return (self.step >= self.arrival_step.min()) & (self.step <= self.arrival_step.max())
 
+    @property
+    def measured(self) -> np.ndarray:
+        """[S] bool: the steps the headline balance numbers count. Prefill: loaded steps, those that
+        start with at least ``D * token_budget`` prompt tokens outstanding in the system (queued
+        anywhere or in progress), so that every rank could be kept full. Decode: the arrival window."""
+        if self.phase == "prefill" and self.loaded is not None:
+            return self.loaded
+        return self.window
+
     def balance(self, axis: str) -> dict:
         """Balance of one axis (``tokens``, ``attention``, ``kv``, ``requests``): max/mean over the
-        arrival window (``mean``, ``p99``, ``steps``) and over all busy steps (``all_steps``)."""
+        measured steps (``mean``, ``p99``, ``steps``, see :attr:`measured`) and over every step in
+        which some rank works (``all_steps``)."""
         x = getattr(self, axis)
-        out = max_over_mean(x, self.window)
+        out = max_over_mean(x, self.measured)
         full = max_over_mean(x)
         out["all_steps"] = {"mean": full["mean"], "p99": full["p99"], "steps": full["steps"]}
         return out
@@ -245,11 +256,20 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     s = int(astep[order[0]]) if N else 0
     pending = 0
     budget = int(token_budget)
+    late = bool(getattr(policy, "late_binding", False))
+    central: deque = deque()
+    outstanding = 0.0
+    loaded_rows = []
     while ptr < N or pending:
         j0 = ptr
         while ptr < N and astep[order[ptr]] <= s:
             ptr += 1
         if ptr > j0:
+            outstanding += float(n_all[order[j0:ptr]].sum())
+        if ptr > j0 and late:
+            central.extend(int(i) for i in order[j0:ptr])
+            pending += ptr - j0
+        elif ptr > j0:
             ids = order[j0:ptr]
             batch = Batch(n_all[ids], p_all[ids], inp_all[ids])
             ranks_of = np.asarray(policy.assign(state, batch), dtype=np.int64)
@@ -296,6 +316,43 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                     item[2] = ctx + c
             state.tokens[r] -= tok[r]
             state.attention[r] = max(0.0, state.attention[r] - att[r])
+        while late and central and (tok < budget).any():
+            left = budget - tok
+            room = float(left.sum())
+            head, acc = [], 0.0
+            for i in central:
+                if acc >= room:
+                    break
+                head.append(i)
+                acc += n_all[i]
+            head = np.array(head, dtype=np.int64)
+            bound = set()
+            for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
+                i = int(head[j])
+                if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
+                    raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
+                bound.add(i)
+                assignment[i] = r
+                started[i] = True
+                ctx = int(p_all[i])
+                tok[r] += c
+                att[r] += c * ctx + c * (c + 1) / 2.0
+                cnt[r] += 1
+                left[r] -= c
+                if c == n_all[i]:
+                    first[i] = s
+                    pending -= 1
+                else:
+                    queues[r].append([i, int(n_all[i] - c), ctx + c])
+                    state.running[r] += 1
+            if not bound:
+                break
+            while central and central[0] in bound:
+                bound.discard(central.popleft())
+            if bound:
+                central = deque(i for i in central if i not in bound)
+        loaded_rows.append(outstanding >= ranks * budget)
+        outstanding -= float(tok.sum())
         steps.append(s)
         tok_rows.append(tok)
         att_rows.append(att)
@@ -307,7 +364,7 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     return SimResult(policy.name, "prefill", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), tokens, attention, None,
                      np.array(req_rows).reshape(-1, ranks), step_seconds=sec,
-                     info={"token_budget": budget})
+                     loaded=np.array(loaded_rows, dtype=bool), info={"token_budget": budget})
 
 
 def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, kv_capacity: int,
