@@ -153,6 +153,7 @@ class _Online(Policy):
     """One request at a time: lowest ``score`` wins; ties to the first in scan order."""
 
     rotate = False
+    start = 0
 
     def reset(self, num_ranks: int) -> None:
         self.start = 0
@@ -182,6 +183,7 @@ class _Online(Policy):
 class RoundRobin(Policy):
     name = "round_robin"
     description = "next rank in turn (SGLang default)"
+    next = 0
 
     def reset(self, num_ranks: int) -> None:
         self.next = 0

@@ -453,16 +453,11 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         for r in np.flatnonzero(kv > cap):
             while kv[r] > cap and running[r]:
                 v = running[r].pop()
-                g = int(gen0[v] + s - admit[v] + 1)
-                kv[r] -= inp[v] + g
+                g = int(gen0[v] + s - admit[v])  # tokens before this step; this step's is lost
+                kv[r] -= inp[v] + g + 1
                 nrun[r] -= 1
                 epoch[v] += 1
                 gen0[v] = g
-                if g >= out[v]:  # it finished in this very step: nothing to preempt
-                    live -= 1
-                    done_count += 1
-                    done_out += out[v]
-                    continue
                 if not running[r]:
                     refused += 1      # alone it does not fit: abort
                     live -= 1
