@@ -27,7 +27,8 @@ Ours:
   they stay. Decode: each arriving request (largest prompt first) goes to the rank where it raises
   the sum over ranks of squared normalized (KV tokens, requests) least, skipping ranks where it
   would not fit in the KV capacity with its expected growth (the mean output length of the
-  requests finished so far) or in the batch limit, while other ranks have room.
+  requests finished so far) unless they hold fewer requests than the mean, or that are at the batch
+  limit, while other ranks remain.
 - ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
   min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
   decode as ``balanced``.
@@ -274,7 +275,9 @@ def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
     for j in np.argsort(-prompts, kind="stable"):
         x = prompts[j]
         score = (2.0 * kv * x + x * x) / (kv_mean * kv_mean) + (2.0 * cnt + 1.0) / (n_mean * n_mean)
-        fits = (kv + x <= room_kv) & (cnt + 1 <= state.max_batch)
+        # a rank short of requests stays eligible even when its KV is tight: it will admit the
+        # request as soon as one of its (fewer, longer) requests leaves
+        fits = ((kv + x <= room_kv) | (cnt < cnt.mean())) & (cnt + 1 <= state.max_batch)
         if fits.any() and not fits.all():
             score = np.where(fits, score, np.inf)
         r = int(np.argmin(score))

@@ -132,10 +132,14 @@ class SimResult:
     def measured(self) -> np.ndarray:
         """[S] bool: the steps the headline balance numbers count. Prefill: loaded steps, those that
         start with at least ``D * token_budget`` prompt tokens outstanding in the system (queued
-        anywhere or in progress), so that every rank could be kept full. Decode: the arrival window."""
+        anywhere or in progress), so that every rank could be kept full. Decode: the arrival window
+        after a warm-up of one mean output length (``info["warmup_steps"]``), the time the ranks take
+        to fill from empty by Little's law; the drain after the last arrival is not counted."""
         if self.phase == "prefill" and self.loaded is not None:
             return self.loaded
-        return self.window
+        warm = int(self.info.get("warmup_steps", 0))
+        w = self.window & (self.step >= self.arrival_step.min() + warm)
+        return w if w.any() else self.window
 
     def balance(self, axis: str) -> dict:
         """Balance of one axis (``tokens``, ``attention``, ``kv``, ``requests``): max/mean over the
@@ -492,7 +496,8 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     return SimResult(policy.name, "decode", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), runs, kvs, kvs, runs, refused=refused,
                      queued=int(waited.sum()), preempted=preempted, step_seconds=sec,
-                     info={"kv_capacity": cap, "max_batch": int(max_batch)})
+                     info={"kv_capacity": cap, "max_batch": int(max_batch),
+                           "warmup_steps": int(np.ceil(out.mean())) if N else 0})
 
 
 def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str | Policy = "balanced",
