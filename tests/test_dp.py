@@ -142,3 +142,28 @@ def test_cli_decode_and_errors(capsys, tmp_path):
     assert main(["dp", "--requests", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["dp", "--ranks", "0"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_decode_online_rule_matches_the_sum_of_squares_definition():
+    rng = np.random.default_rng(7)
+    pol = make_policy("balanced")
+    D = 6
+    for _ in range(200):
+        st = RankState.empty("decode", D, kv_capacity=4e5, max_batch=64.0, mean_output=300.0)
+        st.tokens[:] = rng.uniform(0, 4e5, D)
+        st.running[:] = rng.integers(0, 64, D)
+        st.waiting[:] = rng.integers(0, 2, D)
+        x = float(rng.integers(1, 60000))
+        kv, cnt = st.tokens.copy(), (st.waiting + st.running).astype(float)
+        km, nm = (kv.sum() + x) / D, (cnt.sum() + 1) / D
+        cost = np.empty(D)
+        for r in range(D):
+            k2, c2 = kv.copy(), cnt.copy()
+            k2[r] += x
+            c2[r] += 1
+            cost[r] = ((k2 / km) ** 2 + (c2 / nm) ** 2).sum()
+        ok = ((kv + x <= 4e5 - 300.0) | (cnt < cnt.mean())) & (cnt + 1 <= 64)
+        if ok.any():
+            cost[~ok] = np.inf
+        got = int(pol.assign(st, Batch(np.array([x]), np.array([0]), np.array([x])))[0])
+        assert cost[got] <= cost.min() * (1 + 1e-9)
