@@ -329,10 +329,12 @@ class Balanced(BalancedOnline):
         the step; new_tokens, cached: [Q] of the queue head. Returns (queue index, rank, chunk)
         triples; stops when no budget is left.
         """
-        left = left.astype(np.float64).copy()
-        att = att.astype(np.float64).copy()
-        tok = tok.astype(np.float64).copy()
+        left = left.astype(np.float64)  # fresh copies
+        att = att.astype(np.float64)
+        tok = tok.astype(np.float64)
         D = len(left)
+        att_sum, tok_sum = float(att.sum()), float(tok.sum())
+        att_max, tok_max = float(att.max()), float(tok.max())
         out = []
         for j in range(len(new_tokens)):
             open_ = left > 0
@@ -341,24 +343,26 @@ class Balanced(BalancedOnline):
             n = float(new_tokens[j])
             p = float(cached[j])
             c = np.minimum(n, left)
-            a = c * p + c * (c + 1.0) / 2.0
-            att2 = att + a
-            tok2 = tok + c
-            a_mean = max(1.0, (att.sum() + a.max()) / D)
-            t_mean = max(1.0, (tok.sum() + c.max()) / D)
-            peak = np.maximum(att2 / a_mean, tok2 / t_mean)
-            # a rank's other entries stay as they are: compare the step's resulting L-inf
-            score = np.maximum(peak, max(float((att / a_mean).max()), float((tok / t_mean).max())))
-            score = np.where(open_, score, np.inf)
-            best = score.min()
-            ties = np.flatnonzero(score <= best * (1 + 1e-12))
-            r = int(ties[np.argmax(left[ties])]) if len(ties) > 1 else int(ties[0])
-            out.append((j, r, int(c[r])))
-            left[r] -= c[r]
-            att[r] += a[r]
-            tok[r] += c[r]
+            a = c * (p + (c + 1.0) * 0.5)
+            a_mean = max(1.0, (att_sum + float(a.max())) / D)
+            t_mean = max(1.0, (tok_sum + float(c.max())) / D)
+            peak = np.maximum((att + a) * (1.0 / a_mean), (tok + c) * (1.0 / t_mean))
+            peak[~open_] = np.inf
+            # the step's L-inf after binding: max(peak of the chosen rank, the current maximum)
+            top = max(att_max / a_mean, tok_max / t_mean)
+            best = max(float(peak.min()), top)
+            ties = peak <= best * (1 + 1e-12)
+            r = int(np.argmax(np.where(ties, left, -1.0)))
+            cr, ar = float(c[r]), float(a[r])
+            out.append((j, r, int(cr)))
+            left[r] -= cr
+            att[r] += ar
+            tok[r] += cr
+            att_sum += ar
+            tok_sum += cr
+            att_max = max(att_max, float(att[r]))
+            tok_max = max(tok_max, float(tok[r]))
         return out
-
 
 
 class Exact(Policy):
