@@ -5,10 +5,11 @@ from eplb.cost.economics import DAY, PublishedDay, daily_cost, daily_revenue, fl
 from eplb.cost.kernels import KernelProfile, kernel_profile
 from eplb.cost.specs import HARDWARE, MODELS, Hardware, MoEModel, hardware, model
 from eplb.cost.step import (DEPLOYMENTS, Deployment, StepTime, decode_rank_time, decode_throughput, deployment,
+                            deployment_for,
                             hbm_max_requests, layer_stages, moe_step_time, prefill_rank_time, prefill_throughput,
                             step_time)
 
 __all__ = ["DAY", "DEPLOYMENTS", "Deployment", "HARDWARE", "Hardware", "KernelProfile", "MODELS", "MoEModel",
            "PublishedDay", "StepTime", "daily_cost", "daily_revenue", "decode_rank_time", "decode_throughput",
-           "deployment", "fleet_plan", "hardware", "hbm_max_requests", "kernel_profile", "layer_stages", "margin",
+           "deployment", "deployment_for", "fleet_plan", "hardware", "hbm_max_requests", "kernel_profile", "layer_stages", "margin",
            "model", "moe_step_time", "prefill_rank_time", "prefill_throughput", "step_time"]

@@ -21,7 +21,7 @@ from eplb.cost import kernels as K
 from eplb.cost.specs import Hardware, MoEModel, hardware, model as get_model, specs_data
 from eplb.errors import EplbError
 
-__all__ = ["Deployment", "DEPLOYMENTS", "deployment", "StepTime", "layer_stages", "moe_step_time", "step_time",
+__all__ = ["Deployment", "DEPLOYMENTS", "deployment", "deployment_for", "StepTime", "layer_stages", "moe_step_time", "step_time",
            "prefill_rank_time", "decode_rank_time", "decode_throughput", "prefill_throughput", "hbm_max_requests",
            "ACT_BYTES_PER_TOKEN", "ACT_BYTES_PER_PAIR"]
 
@@ -384,3 +384,20 @@ def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=N
             "computed_tokens_per_s_per_node": computed * dep.gpus_per_node,
             "tokens_per_s_per_node": computed * dep.gpus_per_node / (1 - cache_hit_rate),
             "time_to_first_token_ms": st.step * 1e3}
+
+
+def deployment_for(topology, phase: str | None = None, per_gpu: float | None = None, **options) -> Deployment:
+    """The deployment matching an expert-placement topology (an ``eplb.Topology``): EP = DP = its GPUs,
+    its slots per GPU. phase: "prefill" | "decode" (default: "prefill" when the topology's name says so,
+    else "decode"); per_gpu: prefill tokens or decode requests per GPU per step (default: the preset's);
+    options: other :class:`Deployment` fields (hardware, model, kv_len, ...)."""
+    if phase is None:
+        phase = "prefill" if "prefill" in (getattr(topology, "name", "") or "") else "decode"
+    base = DEPLOYMENTS["deepseek-v3-" + phase] if phase in ("prefill", "decode") else None
+    if base is None:
+        raise EplbError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+    fields = {"num_gpus": topology.num_gpus, "slots_per_gpu": topology.slots_per_gpu,
+              "gpus_per_node": topology.gpus_per_node, "name": ""}
+    if per_gpu is not None:
+        fields["tokens_per_gpu" if phase == "prefill" else "requests_per_gpu"] = float(per_gpu)
+    return base.with_(**fields, **options)
