@@ -51,7 +51,10 @@ class Roofline:
         """Seconds for work of ``bytes_`` and ``flops`` (arrays of one shape)."""
         t_mem = np.asarray(bytes_, dtype=np.float64) / (self.eta_mem * hbm_tbps * 1e12)
         t_flop = np.asarray(flops, dtype=np.float64) / (self.eta_flop * peak_tflops * 1e12)
-        return (t_mem ** self.p + t_flop ** self.p) ** (1.0 / self.p)
+        hi = np.maximum(t_mem, t_flop)
+        lo = np.minimum(t_mem, t_flop)
+        ratio = np.divide(lo, hi, out=np.zeros_like(hi), where=hi > 0)
+        return hi * (1.0 + ratio ** self.p) ** (1.0 / self.p)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ DISPATCH_BYTES_LL = DISPATCH_BYTES + 16
 #: BF16 token per destination.
 COMBINE_BYTES = 7168 * 2
 
-PROFILES = ("deepgemm", "cublas-h200")
+PROFILES = ("deepgemm", "cublas-h200", "peak")
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,15 @@ class KernelProfile:
 @lru_cache(maxsize=None)
 def kernel_profile(name: str = "deepgemm", version: str = "2025-02") -> KernelProfile:
     """``"deepgemm"``: DeepSeek's published H800 kernels (DeepGEMM, FlashMLA, DeepEP) as of ``version``;
-    ``"cublas-h200"``: expert FFN curve measured with cuBLAS FP8 on an H200 (for kernel-level validation)."""
+    ``"cublas-h200"``: expert FFN curve measured with cuBLAS FP8 on an H200 (for kernel-level validation);
+    ``"peak"``: every kernel at the datasheet peak (the ideal roofline, for attribution tables)."""
     if version not in cal.VERSIONS:
         raise EplbError(f"unknown kernel version {version!r}; choose one of {', '.join(cal.VERSIONS)}")
     mla = specs_data()["kernels"]["flashmla"][version]
+    if name == "peak":  # ideal roofline: every kernel at the datasheet peak, no launch cost
+        ideal = cal.Roofline(1.0, 1.0, 50.0, "datasheet peaks")
+        return KernelProfile(name, version, ideal, ideal, cal.AttentionCurve(0.0, 1.0, 1, "datasheet peak"),
+                             989.0, 3350.0)
     if name == "deepgemm":
         expert = cal.fit_expert_deepgemm(version)
     elif name == "cublas-h200":

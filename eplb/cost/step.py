@@ -41,6 +41,7 @@ class Deployment:
     prefill: ``tokens_per_gpu`` new tokens per GPU per step, from sequences of ``seq_new`` new tokens after a
     cached prefix of ``seq_prefix``; decode: ``requests_per_gpu`` requests with a mean KV length ``kv_len``.
     ``mtp_tokens`` tokens per request per decode step (1 without multi-token prediction).
+    include_comm / include_elementwise / reserve_comm_sms switch terms off, for attribution tables only.
     """
 
     phase: str
@@ -56,6 +57,9 @@ class Deployment:
     overlap: bool = True
     stage_overhead_us: float = 0.0
     mtp_tokens: float = 1.0
+    include_comm: bool = True
+    include_elementwise: bool = True
+    reserve_comm_sms: bool = True
     hardware: str = "h800"
     model: str = "deepseek-v3"
     kernels: str = "deepgemm"
@@ -112,7 +116,7 @@ def _parts(dep: Deployment):
     m = get_model(dep.model)
     prof = K.kernel_profile(dep.kernels, dep.version)
     key = "prefill_compute_sms" if dep.phase == "prefill" else "decode_compute_sms"
-    frac = specs_data()["kernels"][key]["value"] / 132.0
+    frac = specs_data()["kernels"][key]["value"] / 132.0 if dep.reserve_comm_sms else 1.0
     return hw, m, prof, frac
 
 
@@ -128,7 +132,8 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     rcv = np.asarray(recv, dtype=np.float64) / mb
     h, i = m.hidden, m.moe_intermediate
     gemms = m.attention_gemms(dep.phase)
-    elem_tok = K.elementwise_time(tok * ACT_BYTES_PER_TOKEN * h, hw)
+    ew = 1.0 if dep.include_elementwise else 0.0
+    elem_tok = ew * K.elementwise_time(tok * ACT_BYTES_PER_TOKEN * h, hw)
     gate = K.gemm_time(tok, m.routed_experts, h, hw, prof, frac, weight_bytes=2.0) if not dense else 0.0
     if dep.phase == "prefill":
         proj = sum(K.gemm_time(tok, n, k, hw, prof, frac) for n, k in gemms)
@@ -147,15 +152,15 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     if dense:
         ffn = (K.gemm_time(tok, 2 * m.dense_intermediate, h, hw, prof, frac)
                + K.gemm_time(tok, h, m.dense_intermediate, hw, prof, frac)
-               + K.elementwise_time(tok * 5 * m.dense_intermediate, hw))
+               + ew * K.elementwise_time(tok * 5 * m.dense_intermediate, hw))
         return {"attn0": attn0, "attn1": attn1, "ffn": ffn}
     si = i * m.shared_experts
     shared = 0.0
     if si:
         shared = (K.gemm_time(tok, 2 * si, h, hw, prof, frac) + K.gemm_time(tok, h, si, hw, prof, frac)
-                  + K.elementwise_time(tok * 5 * si, hw))
+                  + ew * K.elementwise_time(tok * 5 * si, hw))
     mlp = (K.gpu_expert_time(rcv, dep.slots_per_gpu, m, hw, prof, frac)
-           + K.elementwise_time(rcv * (ACT_BYTES_PER_PAIR * h + 5 * i), hw))
+           + ew * K.elementwise_time(rcv * (ACT_BYTES_PER_PAIR * h + 5 * i), hw))
     ep = dep.num_gpus
     if dep.phase == "prefill":
         kernel, per_token = "normal", K.nodes_touched(dep.num_nodes, m)
@@ -167,6 +172,8 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     comm_units = np.maximum(send, rcv * mean_ratio)
     dispatch = K.dispatch_combine_time(comm_units, ep, "dispatch", kernel, hw, dep.version, h)
     combine = K.dispatch_combine_time(comm_units, ep, "combine", kernel, hw, dep.version, h)
+    if not dep.include_comm:
+        dispatch, combine = 0.0 * dispatch, 0.0 * combine
     return {"attn0": attn0, "attn1": attn1, "shared": shared, "mlp": mlp, "dispatch": dispatch, "combine": combine}
 
 
