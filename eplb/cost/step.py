@@ -202,10 +202,14 @@ def _combine_stages(dep: Deployment, st: dict, axis=-1) -> np.ndarray:
     return per_mb * mb
 
 
-def _dense_layer_time(dep: Deployment, tokens, attn) -> float:
+def _dense_layer_times(dep: Deployment, tokens, attn) -> np.ndarray:
+    """Dense-layer time of each GPU (no communication, micro-batches back to back): [...] -> [...] s."""
     st = _stages(dep, tokens, attn, 0.0, dense=True)
-    t = np.asarray(st["attn0"] + st["attn1"] + st["ffn"], dtype=np.float64)
-    return float(np.max(t)) * dep.micro_batches
+    return np.asarray(st["attn0"] + st["attn1"] + st["ffn"], dtype=np.float64) * dep.micro_batches
+
+
+def _dense_layer_time(dep: Deployment, tokens, attn) -> float:
+    return float(np.max(_dense_layer_times(dep, tokens, attn)))
 
 
 def _head_time(dep: Deployment, sequences_per_gpu: float) -> float:
@@ -327,7 +331,7 @@ def _rank_time(dep: Deployment, tokens, attn) -> np.ndarray:
     m = get_model(dep.model)
     st = _stages(dep, tok[:, None], att[:, None], tok[:, None] * m.top_k)
     moe = _combine_stages(dep, st, axis=-1)
-    dense = np.array([_dense_layer_time(dep, t, a) for t, a in zip(tok, att)])
+    dense = _dense_layer_times(dep, tok, att)
     return moe * m.moe_layers + dense * m.dense_layers
 
 
@@ -389,6 +393,7 @@ def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=N
     return {"step_time_ms": st.step * 1e3, "balanced_step_time_ms": st.balanced_step * 1e3,
             "computed_tokens_per_s_per_gpu": computed,
             "computed_tokens_per_s_per_node": computed * dep.gpus_per_node,
+            "tokens_per_s_per_gpu": computed / (1 - cache_hit_rate),
             "tokens_per_s_per_node": computed * dep.gpus_per_node / (1 - cache_hit_rate),
             "time_to_first_token_ms": st.step * 1e3}
 
