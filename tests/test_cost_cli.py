@@ -49,3 +49,15 @@ def test_evaluate_shows_predicted_step_time(tmp_path, capsys):
     assert cost["phase"] == "decode" and cost["requests_per_gpu"] == 64
     assert cost["moe_time_ms"] >= cost["balanced_moe_time_ms"] > 0
     assert len(cost["moe_layer_time_us"]) == 58
+
+
+def test_cost_with_expert_imbalance(capsys):
+    assert main(["cost", "--phase", "decode"]) == 0
+    balanced = json.loads(capsys.readouterr().out)
+    assert main(["cost", "--phase", "decode", "--workload", "decode_in1000out1000"]) == 0
+    hot = json.loads(capsys.readouterr().out)
+    assert hot["expert_loads"] == {"workload": "decode_in1000out1000", "method": "deepseek"}
+    assert hot["decode"]["moe"]["imbalance_lost_fraction"] > 0.01
+    assert balanced["decode"]["moe"]["imbalance_lost_fraction"] == 0
+    assert hot["decode_tokens_per_s_per_node"] < balanced["decode_tokens_per_s_per_node"]
+    assert main(["cost", "--workload", "nope"]) == 2

@@ -116,3 +116,21 @@ def test_kernel_profile_rejects_unknown_names():
     with pytest.raises(EplbError, match="kernel version"):
         kernel_profile("deepgemm", "2024-01")
     assert specs_data()["kernels"]["prefill_compute_sms"]["value"] == 108
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1, 1e5), st.floats(1.0, 4.0), st.sampled_from(["deepgemm", "cublas-h200", "peak"]))
+def test_kernel_times_grow_with_work(tokens, factor, name):
+    m, hw, prof = model("deepseek-v3"), hardware("h800"), kernel_profile(name)
+    a = K.expert_ffn_time(np.array([tokens]), m, hw, prof)
+    b = K.expert_ffn_time(np.array([tokens * factor]), m, hw, prof)
+    assert b >= a > 0
+    assert b <= a * factor * 1.000001  # never worse than linear: a fixed floor is shared
+    g1, g2 = K.gemm_time(tokens, 4096, 7168, hw, prof), K.gemm_time(tokens * factor, 4096, 7168, hw, prof)
+    assert g2 >= g1 > 0
+    p1 = K.prefill_attention_time(tokens, 100.0, m, hw, prof)
+    assert K.prefill_attention_time(tokens * factor, 100.0, m, hw, prof) >= p1 > 0
