@@ -41,7 +41,8 @@ class Deployment:
     prefill: ``tokens_per_gpu`` new tokens per GPU per step, from sequences of ``seq_new`` new tokens after a
     cached prefix of ``seq_prefix``; decode: ``requests_per_gpu`` requests with a mean KV length ``kv_len``.
     ``mtp_tokens`` tokens per request per decode step (1 without multi-token prediction).
-    include_comm / include_elementwise / reserve_comm_sms switch terms off, for attribution tables only.
+    include_comm / include_elementwise / reserve_comm_sms switch terms off and elementwise_scale multiplies the
+    element-wise kernel time, for attribution tables.
     """
 
     phase: str
@@ -59,6 +60,7 @@ class Deployment:
     mtp_tokens: float = 1.0
     include_comm: bool = True
     include_elementwise: bool = True
+    elementwise_scale: float = 1.0
     reserve_comm_sms: bool = True
     hardware: str = "h800"
     model: str = "deepseek-v3"
@@ -73,7 +75,7 @@ class Deployment:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise EplbError(f"deployment {f} must be a positive integer, got {v!r}")
-        for f in ("tokens_per_gpu", "seq_new", "requests_per_gpu", "kv_len", "mtp_tokens"):
+        for f in ("tokens_per_gpu", "seq_new", "requests_per_gpu", "kv_len", "mtp_tokens", "elementwise_scale"):
             v = getattr(self, f)
             if not np.isfinite(v) or v <= 0:
                 raise EplbError(f"deployment {f} must be positive, got {v!r}")
@@ -132,7 +134,7 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     rcv = np.asarray(recv, dtype=np.float64) / mb
     h, i = m.hidden, m.moe_intermediate
     gemms = m.attention_gemms(dep.phase)
-    ew = 1.0 if dep.include_elementwise else 0.0
+    ew = dep.elementwise_scale if dep.include_elementwise else 0.0
     elem_tok = ew * K.elementwise_time(tok * ACT_BYTES_PER_TOKEN * h, hw)
     gate = K.gemm_time(tok, m.routed_experts, h, hw, prof, frac, weight_bytes=2.0) if not dense else 0.0
     if dep.phase == "prefill":
