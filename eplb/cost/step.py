@@ -179,10 +179,6 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     return {"attn0": attn0, "attn1": attn1, "shared": shared, "mlp": mlp, "dispatch": dispatch, "combine": combine}
 
 
-def _reduce(x, axis):
-    return np.max(np.broadcast_to(x, x.shape if np.ndim(x) else ()), axis=axis) if np.ndim(x) else float(x)
-
-
 def _combine_stages(dep: Deployment, st: dict, axis=-1) -> np.ndarray:
     """Layer time from one micro-batch's stage times, [..., W] -> [...] (max over GPUs per stage)."""
     def mx(x):
@@ -192,7 +188,7 @@ def _combine_stages(dep: Deployment, st: dict, axis=-1) -> np.ndarray:
     attn = st["attn0"] + st["attn1"]
     ov = dep.stage_overhead_us * 1e-6
     mb = dep.micro_batches
-    if not dep.overlap:
+    if not dep.overlap or mb < 2:
         return mb * (mx(attn) + mx(st["shared"]) + mx(st["mlp"]) + mx(st["dispatch"]) + mx(st["combine"]))
     if dep.phase == "prefill":
         one_pair = (np.maximum(mx(attn + st["shared"]), mx(st["combine"])) + np.maximum(mx(attn), mx(st["dispatch"]))
