@@ -93,7 +93,7 @@ def _is_stats(path: Path) -> bool:
 
 
 def _topology(args):
-    if args.preset or any(v is not None for v in (args.nodes, args.gpus_per_node, args.slots_per_gpu)):
+    if args.preset or any(v is not None for v in (args.nodes, args.gpus_per_node, args.slots_per_gpu, args.slots)):
         return resolve_topology(args)
     return None
 
