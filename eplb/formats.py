@@ -420,6 +420,7 @@ def _write_binary(p: Path, maps: dict, suffix: str) -> None:
             except ImportError:
                 raise EplbError("writing .pt needs torch; write .npz or .json instead, or `pip install 'eplb[torch]'`") from None
             torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in maps.items()}, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

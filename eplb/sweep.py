@@ -277,6 +277,7 @@ def write_results(df, path: str | os.PathLike) -> None:
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
