@@ -54,9 +54,16 @@ def test_report_table_matches_evaluate(prefill, html_text):
 
 
 def test_report_lists_every_registered_method(prefill):
+    from traces import from_array
+
     loads, topo = prefill
-    results = compare_methods(loads, topo, time_limit=5)
+    two = from_array(loads.loads[:2], layers=loads.layers[:2], name="two layers")
+    results = compare_methods(two, topo, time_limit=0.1)
     assert [r.method for r in results] == eplb.methods()
+    assert results[0].ok and all(r.ok or r.error for r in results)
+    text = build_report(two, topo, results=results)
+    for r in results:
+        assert f"<td class=l>{r.method}</td>" in text
 
 
 def test_failed_method_is_reported_not_raised(prefill, monkeypatch):

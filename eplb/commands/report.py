@@ -19,8 +19,8 @@ def register(sub) -> None:
     add_loads_args(p)
     add_topology_args(p)
     p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all registered)")
-    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
-                   help="time budget for methods that search (default 10)")
+    p.add_argument("--time-limit", type=float, default=0.5, metavar="SECONDS",
+                   help="time budget passed to methods that search (default 0.5; some methods read it per layer)")
     p.add_argument("--seed", type=int, default=None, help="seed for randomized methods")
     p.add_argument("--title", help="page title")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="HTML file to write")
