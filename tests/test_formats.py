@@ -235,6 +235,10 @@ def test_cli_convert_round_trips(tmp_path, capsys):
     for name in ("s_back.json", "t_back.json"):
         assert formats.equivalent(eplb.load_placement(tmp_path / name), original)
     capsys.readouterr()
+    assert main(["convert", str(tmp_path / "s.json"), "--to", "eplb", "--preset", "deepseek-v3-prefill",
+                 "-o", str(tmp_path / "all_rows.json")]) == 0
+    assert "layers 0, 1, 2 hold SGLang's trivial map" in capsys.readouterr().err
+    assert eplb.load_placement(tmp_path / "all_rows.json").num_layers == 61
     assert main(["convert", str(tmp_path / "t.yaml"), "--to", "eplb"]) == 2
     assert "does not record its topology" in capsys.readouterr().err
     assert main(["convert", str(p), "--to", "csv"]) == 2

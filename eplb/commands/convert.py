@@ -127,6 +127,13 @@ def run(args) -> int:
         emit(dumps(placement, args.to, **options), None)
     print(f"eplb convert: {fmt} placement, {placement.num_layers} layers x {placement.num_slots} slots "
           f"({placement.topology.describe()}) -> {args.to}", file=sys.stderr)
+    if fmt == "sglang" and args.layers is None:
+        trivial = np.arange(placement.num_slots) % placement.num_experts
+        rows = [int(l) for l, r in zip(placement.layers, placement.phy2log) if np.array_equal(r, trivial)]
+        if rows and len(rows) < placement.num_layers:
+            shown = ", ".join(map(str, rows[:6])) + (", ..." if len(rows) > 6 else "")
+            print(f"eplb convert: note: layers {shown} hold SGLang's trivial map (dense layers?); "
+                  "keep only the MoE layers with --layers (DeepSeek-V3: 3-60)", file=sys.stderr)
     return 0
 
 
