@@ -117,6 +117,16 @@ def test_cost_model_hook(trace):
         simulate(trace, 4, "prefill", "balanced", cost_model=lambda a, t: a.sum())
 
 
+def test_cost_model_from_eplb_cost(trace):
+    from eplb.cost import decode_rank_time, prefill_rank_time
+
+    pre = simulate(trace.head(200), 4, "prefill", "balanced", cost_model=prefill_rank_time)
+    expect = np.array([prefill_rank_time(a, t).max() for a, t in zip(pre.attention, pre.tokens)])
+    assert np.allclose(pre.step_seconds, expect) and (expect > 0).all()
+    dec = simulate(trace.head(200), 4, "decode", "balanced", cost_model=decode_rank_time)
+    assert dec.summary()["tokens_per_second"] > 0
+
+
 def test_bad_options(trace):
     with pytest.raises(EplbError, match="phase"):
         simulate(trace, 4, "both")

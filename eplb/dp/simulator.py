@@ -30,9 +30,11 @@ to the step that computes the request's last prompt token (prefill) or its first
 (decode), both inclusive, so a request served in its arrival step has TTFT 1.
 
 A cost model, when given, maps per-rank step work to seconds: a callable ``cost(a, b)`` with
-``a, b: [S, D] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
-decode, returning ``[S, D]`` seconds; the step time is the maximum over ranks. Without it the
-results are in steps only.
+``a, b: [R] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
+decode, one entry per (step, rank), returning ``[R]`` seconds (each rank's time depends on its own
+work only; the simulator calls it once on all steps and ranks flattened). The step time is the
+maximum over ranks. ``eplb.cost.prefill_rank_time`` and ``eplb.cost.decode_rank_time`` fit this
+hook. Without it the results are in steps only.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ __all__ = [
     "simulate",
 ]
 
-#: per-rank step work -> seconds, arrays [S, D] -> [S, D]
+#: per-rank step work -> seconds: (a [R], b [R]) -> [R], elementwise over ranks
 CostModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Defaults of :func:`simulate`.
@@ -235,12 +237,18 @@ def arrival_steps(requests: Requests, rate: float, arrival: str = "auto", batch_
 
 
 def _check_cost(cost_model, a, b):
+    """Step seconds [S]: the cost model on every (step, rank) at once (flattened), max over ranks."""
     if cost_model is None:
         return None
-    sec = np.asarray(cost_model(a, b), dtype=np.float64)
-    if sec.shape != a.shape:
-        raise EplbError(f"cost model returned shape {sec.shape}; it must map [S, D] arrays to [S, D] seconds")
-    return sec.max(axis=1) if sec.size else np.zeros(0)
+    if a.size == 0:
+        return np.zeros(0)
+    sec = np.asarray(cost_model(a.reshape(-1), b.reshape(-1)), dtype=np.float64)
+    if sec.shape != (a.size,):
+        raise EplbError(f"cost model returned shape {sec.shape}; it must map two [R] arrays of per-rank work "
+                        f"to [R] seconds (here R = {a.size})")
+    if not np.isfinite(sec).all() or (sec < 0).any():
+        raise EplbError("cost model returned negative or non-finite seconds")
+    return sec.reshape(a.shape).max(axis=1)
 
 
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
@@ -512,8 +520,9 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
     token_budget: prefill tokens per rank per step. kv_capacity, max_batch: decode limits per rank.
     rate: requests per step; by default ``load`` times the capacity (see :func:`offered_rate`).
     arrival: ``"auto"``, ``"trace"``, ``"poisson"`` or ``"batch"`` (``batch_size`` per step).
-    seed: for Poisson arrivals. cost_model: optional ``cost(a, b)`` on [S, D] arrays -> [S, D] seconds
-    (prefill: attention pairs, tokens; decode: KV tokens, running requests).
+    seed: for Poisson arrivals. cost_model: optional ``cost(a, b)``, two [R] arrays of per-rank step
+    work -> [R] seconds (prefill: attention pairs, tokens; decode: KV tokens, running requests), e.g.
+    ``eplb.cost.prefill_rank_time``.
     Returns a :class:`SimResult`; same inputs, same result.
     """
     if phase not in ("prefill", "decode"):
