@@ -177,3 +177,16 @@ def test_decode_online_rule_matches_the_sum_of_squares_definition():
             cost[~ok] = np.inf
         got = int(pol.assign(st, Batch(np.array([x]), np.array([0]), np.array([x])))[0])
         assert cost[got] <= cost.min() * (1 + 1e-9)
+
+
+def test_attention_budget_caps_every_rank_step(trace):
+    budget = 4 * 8192 * 8192 / 2
+    for policy in ("round_robin", "balanced"):
+        res = simulate(trace, 4, "prefill", policy, token_budget=8192, attention_budget=budget)
+        over = res.attention > budget
+        # only a rank forced to make progress (one token, nothing else) may exceed it
+        assert (res.tokens[over] == 1).all()
+        assert res.tokens.sum() == trace.new_tokens.sum()
+        assert res.attention.sum() == pytest.approx(attention_pairs(trace.new_tokens, trace.cached).sum(), rel=1e-9)
+    with pytest.raises(EplbError, match="attention_budget"):
+        simulate(trace, 4, "prefill", attention_budget=0)

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help=f"run {', '.join(COMPARE_POLICIES)} side by side")
     p.add_argument("--token-budget", type=int, default=DEFAULTS["token_budget"],
                    help="prefill tokens per rank per step (default %(default)s)")
+    p.add_argument("--attention-budget", type=float, metavar="PAIRS",
+                   help="prefill attention query-key pairs per rank per step, for every policy (default: no limit)")
     p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
@@ -64,7 +66,7 @@ def run(args) -> int:
     reqs = reqs.tile(args.repeat)
     options = dict(token_budget=args.token_budget, kv_capacity=args.kv_capacity, max_batch=args.max_batch,
                    load=args.load, rate=args.rate, arrival=args.arrival, batch_size=args.batch_size,
-                   seed=args.seed)
+                   seed=args.seed, attention_budget=args.attention_budget)
     cost = None
     if args.cost_model == "h800":
         from eplb.cost import decode_rank_time, prefill_rank_time

@@ -251,8 +251,19 @@ def _check_cost(cost_model, a, b):
     return sec.reshape(a.shape).max(axis=1)
 
 
+def _att_chunk(ctx: float, a_left: float) -> int:
+    """Largest chunk c with ``c*ctx + c*(c+1)/2 <= a_left``."""
+    if a_left <= 0:
+        return 0
+    b = ctx + 0.5
+    c = int(np.floor(-b + np.sqrt(b * b + 2.0 * a_left)))
+    while c > 0 and c * ctx + c * (c + 1) / 2.0 > a_left:
+        c -= 1
+    return max(c, 0)
+
+
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
-                      cost_model) -> SimResult:
+                      cost_model, attention_budget: float | None = None) -> SimResult:
     N = len(req)
     n_all = req.new_tokens.astype(np.int64)
     p_all = req.cached.astype(np.int64)
@@ -309,6 +320,12 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 item = q[0]
                 i, rem, ctx = item
                 c = rem if rem < left else left
+                if attention_budget is not None:
+                    c = min(c, _att_chunk(ctx, attention_budget - att[r]))
+                    if c == 0:
+                        if att[r] > 0:
+                            break
+                        c = 1  # a rank always makes progress
                 a = c * ctx + c * (c + 1) / 2.0
                 tok[r] += c
                 att[r] += a
@@ -328,8 +345,14 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                     item[2] = ctx + c
             state.tokens[r] -= tok[r]
             state.attention[r] = max(0.0, state.attention[r] - att[r])
-        while late and central and (tok < budget).any():
-            left = budget - tok
+        closed = np.zeros(ranks, dtype=bool)
+        while late and central:
+            open_ = (tok < budget) & ~closed
+            if attention_budget is not None:
+                open_ &= att < attention_budget
+            if not open_.any():
+                break
+            left = np.where(open_, budget - tok, 0.0)
             room = float(left.sum())
             head, acc = [], 0.0
             for i in central:
@@ -343,10 +366,19 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 i = int(head[j])
                 if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
                     raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
+                ctx = int(p_all[i])
+                if attention_budget is not None:
+                    c_att = _att_chunk(ctx, attention_budget - att[r])
+                    if c_att == 0 and att[r] == 0:
+                        c_att = 1
+                    if c_att < c:
+                        closed[r] = True  # its attention budget is spent after this chunk
+                        c = c_att
+                    if c == 0:
+                        continue
                 bound.add(i)
                 assignment[i] = r
                 started[i] = True
-                ctx = int(p_all[i])
                 tok[r] += c
                 att[r] += c * ctx + c * (c + 1) / 2.0
                 cnt[r] += 1
@@ -376,7 +408,8 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     return SimResult(policy.name, "prefill", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), tokens, attention, None,
                      np.array(req_rows).reshape(-1, ranks), step_seconds=sec,
-                     loaded=np.array(loaded_rows, dtype=bool), info={"token_budget": budget})
+                     loaded=np.array(loaded_rows, dtype=bool),
+                     info={"token_budget": budget, "attention_budget": attention_budget})
 
 
 def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, kv_capacity: int,
@@ -511,7 +544,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
 def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str | Policy = "balanced",
              *, token_budget: int = DEFAULTS["token_budget"], kv_capacity: int = DEFAULTS["kv_capacity"],
              max_batch: int = DEFAULTS["max_batch"], load: float = DEFAULTS["load"], rate: float | None = None,
-             arrival: str = "auto", batch_size: int = 64, seed: int = 0,
+             arrival: str = "auto", batch_size: int = 64, seed: int = 0, attention_budget: float | None = None,
              cost_model: CostModel | None = None, policy_options: dict | None = None) -> SimResult:
     """Run one policy over a request trace on ``ranks`` DP attention ranks.
 
@@ -520,6 +553,9 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
     token_budget: prefill tokens per rank per step. kv_capacity, max_batch: decode limits per rank.
     rate: requests per step; by default ``load`` times the capacity (see :func:`offered_rate`).
     arrival: ``"auto"``, ``"trace"``, ``"poisson"`` or ``"batch"`` (``batch_size`` per step).
+    attention_budget: prefill attention query-key pairs per rank per step (None: no limit), a
+    rank-scheduler setting applied to every policy alike: chunks are cut so that a rank's step stays
+    within it (a rank with nothing else always computes at least one token).
     seed: for Poisson arrivals. cost_model: optional ``cost(a, b)``, two [R] arrays of per-rank step
     work -> [R] seconds (prefill: attention pairs, tokens; decode: KV tokens, running requests), e.g.
     ``eplb.cost.prefill_rank_time``.
@@ -540,7 +576,9 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
         rate = offered_rate(requests, phase, ranks, load, token_budget, kv_capacity, max_batch)
     astep = arrival_steps(requests, rate or 1.0, arrival, batch_size, seed)
     if phase == "prefill":
-        res = _simulate_prefill(requests, pol, ranks, astep, token_budget, cost_model)
+        if attention_budget is not None and attention_budget <= 0:
+            raise EplbError(f"attention_budget must be positive query-key pairs per rank per step, got {attention_budget}")
+        res = _simulate_prefill(requests, pol, ranks, astep, token_budget, cost_model, attention_budget)
     else:
         res = _simulate_decode(requests, pol, ranks, astep, kv_capacity, max_batch, cost_model)
     res.info.update({"rate": rate, "arrival": arrival, "load": load, "trace": requests.name, "seed": seed})
