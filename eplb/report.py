@@ -192,23 +192,32 @@ figcaption{color:#555;font-size:.85em}.err{color:#a00}
 
 
 def _table(results) -> str:
+    from eplb.sweep import predicted_step
+
     ok = [r for r in results if r.ok]
     best = min((r.evaluation.imbalance.mean() for r in ok), default=None)
+    pred = {r.method: predicted_step(r.evaluation.gpu_loads, r.placement.topology, r.placement.num_experts)
+            for r in ok}
+    show = any(np.isfinite(v["predicted_step_ms"]) for v in pred.values())
+    extra = "<th>step ms (H800 model)</th><th>MoE time lost</th>" if show else ""
     head = ("<tr><th class=l>method</th><th class=l>what it does</th><th>max/mean (mean)</th><th>max/mean (worst)</th>"
-            "<th>balancedness</th><th>node max/mean</th><th>gap (mean)</th><th>gap (worst)</th><th>time ms</th></tr>")
+            f"<th>balancedness</th><th>node max/mean</th><th>gap (mean)</th><th>gap (worst)</th>{extra}<th>placement time ms</th></tr>")
     rows = []
     for r in results:
         name, desc = html.escape(r.method), html.escape(r.description)
         if not r.ok:
             rows.append(f"<tr><td class=l>{name}</td><td class=l>{desc}</td>"
-                        f"<td class='l err' colspan=7>failed: {html.escape(r.error or '')}</td></tr>")
+                        f"<td class='l err' colspan={9 if show else 7}>failed: {html.escape(r.error or '')}</td></tr>")
             continue
         s = r.evaluation.summary()
         cls = " class=best" if np.isclose(r.evaluation.imbalance.mean(), best) else ""
         rows.append(
             f"<tr{cls}><td class=l>{name}</td><td class=l>{desc}</td><td>{s['imbalance_mean']:.4f}</td>"
             f"<td>{s['imbalance_worst']:.4f}</td><td>{s['balancedness']:.4f}</td><td>{s['node_imbalance_mean']:.4f}</td>"
-            f"<td>{s['gap_mean']:.4f}</td><td>{s['gap_worst']:.4f}</td><td>{r.time_s * 1000:.1f}</td></tr>")
+            f"<td>{s['gap_mean']:.4f}</td><td>{s['gap_worst']:.4f}</td>"
+            + (f"<td>{pred[r.method]['predicted_step_ms']:.1f}</td><td>{pred[r.method]['imbalance_lost_fraction']:.1%}</td>"
+               if show else "")
+            + f"<td>{r.time_s * 1000:.1f}</td></tr>")
     return f"<table id=summary>{head}{''.join(rows)}</table>"
 
 
@@ -233,7 +242,9 @@ def build_report(loads, topology: Topology, methods=None, *, time_limit: float |
         f"{len(results)} methods; eplb {eplb.__version__}.</p>",
         "<p>Each method places every layer's experts (and redundant replicas) on the GPUs. The step waits for the "
         "busiest GPU, so the figure of merit is the maximum GPU load over the mean (1.0 is perfect). The lower bound "
-        "is certified: no placement on this topology can do better, so the gap to it shows what is left to gain.</p>",
+        "is certified: no placement on this topology can do better, so the gap to it shows what is left to gain. "
+        "Where the loads are DeepSeek-V3's, the step time predicted by the analytic H800 model (eplb.cost) and the "
+        "share of MoE time lost to imbalance are shown too.</p>",
         "<h2>Summary</h2>", _table(results),
     ]
     if ok:

@@ -25,8 +25,8 @@ import numpy as np
 from eplb.errors import EplbError
 from eplb.topology import PRESETS, Topology, preset
 
-__all__ = ["SweepConfig", "grid", "topology_for", "run_config", "run_sweep", "write_results", "RESULT_COLUMNS",
-           "METRIC_COLUMNS"]
+__all__ = ["SweepConfig", "grid", "topology_for", "run_config", "run_sweep", "write_results", "predicted_step",
+           "RESULT_COLUMNS", "METRIC_COLUMNS"]
 
 #: Balance figures of each row (as :meth:`eplb.Evaluation.summary` names them).
 METRIC_COLUMNS = [
@@ -36,7 +36,8 @@ METRIC_COLUMNS = [
 #: Columns of a sweep's DataFrame, in order.
 RESULT_COLUMNS = [
     "preset", "ep_size", "redundancy", "workload", "method", "num_layers", "nodes", "gpus_per_node",
-    "slots_per_gpu", "num_slots", "num_experts", *METRIC_COLUMNS, "time_s", "error",
+    "slots_per_gpu", "num_slots", "num_experts", *METRIC_COLUMNS, "predicted_step_ms", "imbalance_lost_fraction",
+    "time_s", "error",
 ]
 
 
@@ -155,12 +156,33 @@ def run_config(config: SweepConfig) -> dict:
                    slots_per_gpu=topo.slots_per_gpu, num_slots=topo.num_slots)
         options = {"time_limit": config.time_limit, "seed": config.seed}
         placement = place(arr, topo, config.method, layers=layers, **{k: v for k, v in options.items() if v is not None})
-        summary = evaluate(placement, arr).summary()
+        ev = evaluate(placement, arr)
+        summary = ev.summary()
         row.update({k: summary[k] for k in METRIC_COLUMNS})
+        row.update(predicted_step(ev.gpu_loads, topo, int(arr.shape[1])))
         row["time_s"] = float(placement.info.get("time_s", np.nan))
     except (EplbError, ValueError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
     return {c: row.get(c) for c in RESULT_COLUMNS}
+
+
+def predicted_step(gpu_loads: np.ndarray, topology: Topology, num_experts: int) -> dict:
+    """The analytic H800 model's step time (ms) for per-GPU loads ``gpu_loads`` [L, W] on ``topology``
+    (DeepSeek-V3, the phase its name says: prefill, else decode) and the fraction of MoE time lost to
+    imbalance; NaN where the model does not apply (a model with another expert count)."""
+    nan = {"predicted_step_ms": float("nan"), "imbalance_lost_fraction": float("nan")}
+    if gpu_loads.shape[1] != topology.num_gpus:
+        return nan
+    try:
+        from eplb.cost import deployment_for, moe_step_time, model
+
+        dep = deployment_for(topology)
+        if num_experts != model(dep.model).routed_experts:
+            return nan
+        s = moe_step_time(gpu_loads, dep).summary()
+    except (ImportError, EplbError, ValueError):
+        return nan
+    return {"predicted_step_ms": float(s["step_time_ms"]), "imbalance_lost_fraction": float(s["imbalance_lost_fraction"])}
 
 
 def _run_batch(batch):

@@ -48,6 +48,12 @@ def test_report_table_matches_evaluate(prefill, html_text):
         cells = re.findall(r"<td>([\d.]+)</td>", row)
         assert float(cells[0]) == pytest.approx(s["imbalance_mean"], abs=5e-5)
         assert float(cells[5]) == pytest.approx(s["gap_worst"], abs=5e-5)
+        # the analytic model's predicted step time for this placement's per-GPU loads
+        from eplb.cost import deployment_for, moe_step_time
+
+        p = eplb.place(loads, topo, method)
+        step = moe_step_time(eplb.evaluate(p, loads).gpu_loads, deployment_for(topo)).summary()["step_time_ms"]
+        assert float(cells[6]) == pytest.approx(step, abs=0.05)
     # the worst layer shown is the baseline's worst
     worst = eplb.evaluate(eplb.place(loads, topo, "deepseek"), loads).summary()["worst_layer"]
     assert f"Layer {worst} is where deepseek is least balanced" in html_text

@@ -48,6 +48,22 @@ def test_row_matches_a_direct_placement():
     assert row["worst_layer"] == s["worst_layer"]
 
 
+def test_predicted_step_time_only_for_the_modelled_expert_count(tmp_path):
+    from eplb.cost import deployment_for, moe_step_time
+
+    row = run_config(SweepConfig("deepseek-v3-prefill", 32, "prefill_in2048", "deepseek", num_layers=3))
+    loads = load_workload("prefill_in2048")
+    topo = topology_for("deepseek-v3-prefill", 32, 256)
+    p = eplb.place(loads.loads[:3], topo, "deepseek")
+    st = moe_step_time(eplb.evaluate(p, loads.loads[:3]).gpu_loads, deployment_for(topo)).summary()
+    assert row["predicted_step_ms"] == pytest.approx(st["step_time_ms"])
+    assert 0 < row["imbalance_lost_fraction"] == pytest.approx(st["imbalance_lost_fraction"])
+    small = tmp_path / "small.npy"
+    np.save(small, np.random.default_rng(0).integers(1, 100, size=(3, 64)).astype(float))
+    row = run_config(SweepConfig("deepseek-v3-prefill", 0, str(small), "deepseek"))
+    assert row["error"] is None and np.isnan(row["predicted_step_ms"]) and row["num_experts"] == 64
+
+
 def test_errors_become_rows_not_crashes():
     row = run_config(SweepConfig("deepseek-v3-decode", 0, "prefill_in1024", "deepseek", num_layers=2))
     assert "do not split evenly" in row["error"] and row["imbalance_mean"] is None
