@@ -132,3 +132,13 @@ def test_cli_sweep_rejects_empty_grid(capsys):
     assert main(["sweep", "--presets", "deepseek-v3-decode", "--redundancy", "0", "--workloads", "prefill_in1024",
                  "--workers", "1"]) == 2
     assert "no combination" in capsys.readouterr().err
+
+
+def test_progress_bar_on_request(capsys):
+    pytest.importorskip("tqdm")
+    configs, _ = grid(["deepseek-v3-prefill"], [0, 32, 64], ["prefill_in512"], ["deepseek"], num_layers=2)
+    run_sweep(configs, workers=1, progress=True)
+    err = capsys.readouterr().err
+    assert "eplb sweep" in err and "3/3" in err
+    run_sweep(configs, workers=1, progress=False)
+    assert capsys.readouterr().err == ""
