@@ -47,10 +47,11 @@ class MethodResult:
 
 
 def compare_methods(loads, topology: Topology, methods=None, *, time_limit: float | None = None,
-                    seed: int | None = None) -> list[MethodResult]:
+                    seed: int | None = None, previous=None) -> list[MethodResult]:
     """Place ``loads`` (traces.ExpertLoads, [L, E]) on ``topology`` with each method (default all
-    of :func:`eplb.methods`) and evaluate. A method rejecting the input yields a result with
-    ``error`` set instead of raising."""
+    of :func:`eplb.methods`) and evaluate. previous: the placement now on the GPUs (an
+    :class:`eplb.Placement`), for the methods that move as few experts as they can from it. A
+    method rejecting the input yields a result with ``error`` set instead of raising."""
     from eplb.api import place
     from eplb.evaluate import evaluate
     from eplb.policies import describe_methods
@@ -62,7 +63,7 @@ def compare_methods(loads, topology: Topology, methods=None, *, time_limit: floa
             raise EplbError(f"unknown method {m!r}; choose from {', '.join(described)}")
     if not names:
         raise EplbError("give at least one method")
-    options = {k: v for k, v in {"time_limit": time_limit, "seed": seed}.items() if v is not None}
+    options = {k: v for k, v in {"time_limit": time_limit, "seed": seed, "previous": previous}.items() if v is not None}
     out = []
     for m in names:
         start = time.perf_counter()
@@ -278,6 +279,6 @@ def write_report(path, loads, topology: Topology, methods=None, **options) -> li
     from eplb._io import write_text_atomic
 
     results = compare_methods(loads, topology, methods, time_limit=options.pop("time_limit", None),
-                              seed=options.pop("seed", None))
+                              seed=options.pop("seed", None), previous=options.pop("previous", None))
     write_text_atomic(path, build_report(loads, topology, results=results, **options))
     return results

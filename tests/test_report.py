@@ -147,3 +147,26 @@ def test_report_renders_in_headless_chromium(tmp_path, prefill):
     rgb = pixels[..., :3]
     coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.25
     assert coloured.mean() > 0.02
+
+
+def test_previous_placement_reaches_methods_that_need_it(prefill, monkeypatch, tmp_path):
+    from eplb import policies
+    from eplb.policies import PolicyOutput
+
+    loads, topo = prefill
+
+    def keep(loads, topology, previous=None, **_):
+        if previous is None:
+            raise eplb.EplbError("needs the current placement")
+        return PolicyOutput(previous.phy2log)
+
+    monkeypatch.setitem(policies._METHODS, "keep-test", (keep, "keeps the current placement"))
+    assert not compare_methods(loads, topo, ["keep-test"])[0].ok
+    prev = eplb.place(loads, topo, "deepseek-global")
+    res = compare_methods(loads, topo, ["keep-test"], previous=prev)[0]
+    assert res.ok and np.array_equal(res.placement.phy2log, prev.phy2log)
+    prev.save(tmp_path / "prev.json")
+    out = tmp_path / "r.html"
+    assert main(["report", "--workload", "prefill_in1024", "--preset", "deepseek-v3-prefill", "--methods", "keep-test",
+                 "--previous", str(tmp_path / "prev.json"), "-o", str(out)]) == 0
+    assert "failed" not in out.read_text()

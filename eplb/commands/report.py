@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--time-limit", type=float, default=0.5, metavar="SECONDS",
                    help="time budget passed to methods that search (default 0.5; some methods read it per layer)")
     p.add_argument("--seed", type=int, default=None, help="seed for randomized methods")
+    p.add_argument("--previous", metavar="FILE",
+                   help="placement now on the GPUs (JSON), for migration-aware methods")
     p.add_argument("--title", help="page title")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="HTML file to write")
     p.set_defaults(func=run)
@@ -33,8 +35,13 @@ def run(args) -> int:
     loads = resolve_loads(args)
     topo = resolve_topology(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    previous = None
+    if args.previous:
+        from eplb.placement import load_placement
+
+        previous = load_placement(args.previous)
     results = write_report(args.output, loads, topo, methods, time_limit=args.time_limit, seed=args.seed,
-                           title=args.title)
+                           title=args.title, previous=previous)
     print(f"eplb report: {len(results)} methods on {loads.name or loads.source} ({topo.describe()}) -> {args.output}",
           file=sys.stderr)
     for r in results:
