@@ -30,7 +30,7 @@ from eplb.errors import EplbError
 from eplb.placement import Placement
 from eplb.policies import PolicyOutput, get_method, methods
 from eplb.topology import Topology
-from solvers.migration import align_slots, repair, slot_changes
+from solvers.migration import align_slots, repair, retarget_counts, slot_changes
 from solvers.splitting import optimal_split
 
 __all__ = ["expert_bytes", "DEEPSEEK_V3_EXPERT_BYTES", "Moves", "moves", "migrate"]
@@ -165,6 +165,14 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     return PolicyOutput(best, shares=best_shares, info={"fresh_methods": names})
 
 
+class RepairResultLike:
+    reached = True
+
+    def __init__(self, slot_item, moves):
+        self.slot_item = slot_item
+        self.moves = moves
+
+
 def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float = 0.01,
             fresh: PolicyOutput | None = None, time_limit: float | None = None) -> PolicyOutput:
     """A placement within ``tolerance`` of a from-scratch plan that moves few expert weights.
@@ -210,6 +218,13 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
                      max_moves=topology.num_slots)
         aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
         n_aligned = int((aligned != prev[layer]).sum())
+        if not res.reached:
+            # the replica counts are off: adopt the fresh plan's counts, then repair from there
+            start2 = retarget_counts(w[layer], prev[layer], S, np.bincount(fresh_p2l[layer], minlength=E))
+            res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left,
+                          max_moves=topology.num_slots, frozen=start2 != prev[layer])
+            if res2.reached:
+                res = RepairResultLike(res2.slot_item, int((res2.slot_item != prev[layer]).sum()))
         if res.reached and res.moves <= n_aligned:
             out[layer] = res.slot_item
         else:

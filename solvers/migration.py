@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from solvers.errors import SolverInputError
 
-__all__ = ["align_slots", "slot_changes", "repair", "RepairResult"]
+__all__ = ["align_slots", "slot_changes", "repair", "retarget_counts", "RepairResult"]
 
 
 def slot_changes(old, new) -> np.ndarray:
@@ -108,7 +108,8 @@ def _loads(w, slot_item, S, G):
 
 
 def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | None = None,
-           accept: Callable[[np.ndarray], bool] | None = None, time_limit: float | None = None) -> RepairResult:
+           accept: Callable[[np.ndarray], bool] | None = None, time_limit: float | None = None,
+           frozen=None) -> RepairResult:
     """Local search from ``start`` until no bin exceeds ``cap`` (even split of every item over
     its copies), changing few slots.
 
@@ -118,7 +119,8 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
     total load above ``cap`` per move, never raising the heaviest bin. ``accept`` (optional)
     is called on the current assignment after each step and may stop the search early (e.g.
     when optimized shares already meet the cap). Stops at ``max_moves`` or ``time_limit`` or
-    when no step helps; ``reached`` says whether the cap (or ``accept``) was met.
+    when no step helps; ``reached`` says whether the cap (or ``accept``) was met. ``frozen``
+    [R] bool (optional) marks slots no step may touch.
     """
     w = np.asarray(weight, dtype=np.float64)
     cur = np.array(start, dtype=np.int64)
@@ -134,6 +136,9 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
     bins = np.arange(R) // S
     moved = np.zeros(R, dtype=bool)
     orig = cur.copy()
+    frozen = np.zeros(R, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
+    if frozen.shape != (R,):
+        raise SolverInputError("frozen must be [R] booleans")
     eps = 1e-12 * max(1.0, float(cap))
     while True:
         per_slot, load, cnt = _loads(w, cur, S, G)
@@ -157,7 +162,7 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
         h = bins[others][None, :]
         new_g = load[g] - a_i + a_j
         new_h = load[h] - a_j + a_i
-        diff = cur[gi][:, None] != cur[others][None, :]
+        diff = (cur[gi][:, None] != cur[others][None, :]) & ~frozen[gi][:, None] & ~frozen[others][None, :]
         new_excess = excess - (load[g] - cap) - np.maximum(load[h] - cap, 0) + np.maximum(new_g - cap, 0) + np.maximum(new_h - cap, 0)
         ok = diff & (np.maximum(new_g, new_h) <= top + eps) & (new_excess < excess - eps)
         # moves cost: 2, minus slots that return to their original item
@@ -170,7 +175,7 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
                 best_score, best_step = float(gain[k]), ("swap", int(gi[k[0]]), int(others[k[1]]))
 
         # reassign: a slot of an item with >= 2 copies takes an item x held by bin g
-        multi = np.where(cnt[cur] >= 2)[0]
+        multi = np.where((cnt[cur] >= 2) & ~frozen)[0]
         xs = np.unique(cur[gi])
         if multi.size and xs.size:
             y = cur[multi]  # [m]
@@ -209,3 +214,45 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
             _, s, x = best_step
             cur[s] = x
         moved |= cur != orig
+
+
+def retarget_counts(weight, start, slots_per_bin: int, counts) -> np.ndarray:
+    """Change as few slots of ``start`` as needed so item ``e`` has ``counts[e]`` copies.
+
+    weight: [n]; start: [R]; counts: [n] (each >= 1, summing to R). Surplus copies are taken
+    from the heaviest bins (under the new counts), and the freed slots go to the items short
+    of copies, heaviest copy first into the lightest freed bin. Moves exactly
+    ``sum(max(0, start_counts - counts))`` slots. Returns [R].
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    cur = np.array(start, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    S = int(slots_per_bin)
+    R = cur.size
+    G = R // S
+    if counts.shape != w.shape or counts.sum() != R or counts.min() < 1:
+        raise SolverInputError("counts must be [n], each >= 1, summing to the slot count")
+    have = np.bincount(cur, minlength=w.size)
+    per_copy_new = w / counts
+    slot_new = per_copy_new[cur]
+    bins = np.arange(R) // S
+    bin_load = np.bincount(bins, weights=slot_new, minlength=G)
+    freed = []
+    for e in np.where(have > counts)[0]:
+        slots = np.where(cur == e)[0]
+        slots = slots[np.argsort(-bin_load[bins[slots]], kind="stable")][: have[e] - counts[e]]
+        freed.extend(slots.tolist())
+        bin_load[bins[slots]] -= per_copy_new[e]
+    need = []
+    for e in np.where(have < counts)[0]:
+        need.extend([int(e)] * int(counts[e] - have[e]))
+    need.sort(key=lambda e: -per_copy_new[e])
+    freed = list(freed)
+    for e in need:
+        present = set(bins[cur == e].tolist())
+        options = [s for s in freed if bins[s] not in present] or freed
+        s = min(options, key=lambda s: bin_load[bins[s]])
+        freed.remove(s)
+        cur[s] = e
+        bin_load[bins[s]] += per_copy_new[e]
+    return cur

@@ -158,7 +158,7 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
         raise SolverInputError(f"{R} slots cannot hold {n} items; give more bins or slots")
     start = time.perf_counter()
     if copies is None:
-        copies = optimal_counts(w[None, :], R, max_count=G)[0] if R > n else np.ones(n, dtype=np.int64)
+        copies = optimal_counts(w[None, :], min(R, n * G), max_count=G)[0] if R > n else np.ones(n, dtype=np.int64)
     copies = np.asarray(copies, dtype=np.int64)
     if copies.shape != (n,) or copies.min() < 1 or copies.max() > G or copies.sum() > R:
         raise SolverInputError("copies must be [n] integers in 1..bins summing to at most bins x slots")
@@ -245,6 +245,7 @@ def link_copies(weight, num_bins: int, num_slots: int, piece: float) -> np.ndarr
 
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
+    num_slots = min(num_slots, n * num_bins)  # more copies than bins would be useless
     if piece <= 0:
         return optimal_counts(w[None, :], num_slots, max_count=num_bins)[0]
     base = np.clip(np.ceil(w / piece), 1, num_bins).astype(np.int64)
