@@ -225,8 +225,11 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
                           max_moves=topology.num_slots, frozen=start2 != prev[layer])
             if res2.reached:
                 res = RepairResultLike(res2.slot_item, int((res2.slot_item != prev[layer]).sum()))
-        if res.reached and res.moves <= n_aligned:
-            out[layer] = res.slot_item
+        if res.reached:
+            # same contents per GPU, experts that stayed on a GPU back in their old slot
+            kept = align_slots(prev[layer], res.slot_item, S, E, permute_bins=False)
+        if res.reached and int((kept != prev[layer]).sum()) <= n_aligned:
+            out[layer] = kept
         else:
             out[layer] = aligned
             from_fresh.append(int(layer))
