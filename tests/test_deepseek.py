@@ -99,3 +99,33 @@ def test_all_zero_loads_follow_reference_ties():
     p, l, c = deepseek_rebalance(np.zeros((1, 16)), 24, 1, 1, 8, tie_order="stable")
     assert c[0, 0] == 9 and c[0, 1:].tolist() == [1] * 15
     assert l.shape == (1, 16, 9)
+
+
+def test_drop_in_numpy_in_numpy_out(small_loads):
+    out = eplb.rebalance_experts(small_loads, 16, 4, 2, 8, method="deepseek")
+    assert all(isinstance(x, np.ndarray) and x.dtype == np.int64 for x in out)
+
+
+def test_drop_in_torch_in_torch_out(small_loads):
+    torch = pytest.importorskip("torch")
+    w = torch.tensor(small_loads, dtype=torch.int64)
+    phy2log, log2phy, logcnt = eplb.rebalance_experts(w, 16, 4, 2, 8, method="deepseek")
+    assert all(isinstance(x, torch.Tensor) and x.dtype == torch.int64 for x in (phy2log, log2phy, logcnt))
+    assert phy2log.tolist()[0] == [5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((15, 4, 2, 8), "multiple of num_gpus"), ((16, 4, 2, 3), "multiple of num_nodes"),
+     ((8, 4, 2, 8), "cannot hold 12 experts"), ((16, 0, 2, 8), "positive integer")],
+)
+def test_drop_in_invalid_arguments(small_loads, args, message):
+    with pytest.raises(eplb.EplbError, match=message):
+        eplb.rebalance_experts(small_loads, *args)
+
+
+def test_drop_in_global_fallback_ignores_nodes_like_the_reference(reference):
+    case = next(c for c in reference["cases"] if c["num_gpus"] % c["num_nodes"])  # 4 GPUs over 3 nodes
+    p, _, c = eplb.rebalance_experts(np.array(case["weight"]), case["num_replicas"], case["num_groups"],
+                                     case["num_nodes"], case["num_gpus"], method="deepseek")
+    assert p.tolist() == case["phy2log"] and c.tolist() == case["logcnt"]
