@@ -162,7 +162,8 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     copies = np.asarray(copies, dtype=np.int64)
     if copies.shape != (n,) or copies.min() < 1 or copies.max() > G or copies.sum() > R:
         raise SolverInputError("copies must be [n] integers in 1..bins summing to at most bins x slots")
-    target = w.sum() / G
+    # the aim per bin: the average, or the largest copy when that is heavier (no bin can do better)
+    target = max(w.sum() / G, float((w / copies).max()))
     order = np.argsort(-w, kind="stable")
     per_copy = w / copies
     link_items = np.array([e for e in np.argsort(-per_copy, kind="stable") if copies[e] > 1], dtype=np.int64)
@@ -199,20 +200,32 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     fillers = order[~placed[order]]
     if free.sum() < fillers.size:  # pragma: no cover - guarded by the copy counts above
         raise SolverInputError("internal: chains left too few slots for the remaining items")
-    suffix_mean = np.zeros(fillers.size + 1)
-    if fillers.size:
-        fw = w[fillers]
-        suffix_mean[:-1] = np.cumsum(fw[::-1])[::-1] / np.arange(fillers.size, 0, -1)
+    nf = fillers.size
+    fw = w[fillers]
+    suffix_mean = np.zeros(nf + 1)
+    if nf:
+        suffix_mean[:-1] = np.cumsum(fw[::-1])[::-1] / np.arange(nf, 0, -1)
+    # tail[k] = sum of the k lightest fillers (the last k in heaviest-first order)
+    tail = np.concatenate([[0.0], np.cumsum(fw[::-1])])
     n_chains = int(chain_of.max()) + 1
     load = np.zeros(G)
     for idx, e in enumerate(fillers.tolist()):
         rest_mean = suffix_mean[idx + 1]
+        left = nf - idx - 1
         bin_score = need - load - np.maximum(free - 1, 0) * rest_mean
-        # a component balances internally, so rank components by their total deficit first
-        comp_score = np.bincount(chain_of, weights=np.where(free > 0, bin_score, 0.0), minlength=n_chains)
-        comp_free = np.bincount(chain_of, weights=free, minlength=n_chains)
-        comp_score = np.where(comp_free > 0, comp_score, -np.inf)
-        c = int(comp_score.argmax())
+        # a component balances internally: rank components by total deficit after this item,
+        # counting the slots still to fill (at their mean weight), among those that can still
+        # take their remaining slots with the lightest fillers left
+        deficit = np.bincount(chain_of, weights=need - load, minlength=n_chains) - w[e]
+        comp_free = np.bincount(chain_of, weights=free, minlength=n_chains).astype(np.int64)
+        more = np.clip(comp_free - 1, 0, left)
+        fits = deficit - tail[more] >= -1e-12 * max(target, 1.0)
+        score = deficit - more * rest_mean
+        has_room = comp_free > 0
+        pick = np.where(has_room & fits, score, -np.inf)
+        if not np.isfinite(pick).any():
+            pick = np.where(has_room, deficit - tail[more], -np.inf)
+        c = int(pick.argmax())
         g = int(np.where((chain_of == c) & (free > 0), bin_score, -np.inf).argmax())
         bin_items[g].append(e)
         load[g] += w[e]
