@@ -179,8 +179,9 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
 
     loads: [L, E] float64; previous: the placement on the GPUs now (same topology and experts);
     tolerance: per-layer slack on the heaviest GPU relative to ``fresh`` (see module docs);
-    fresh: a from-scratch plan for these loads (default :func:`fresh_plan`). When ``fresh`` has
-    shares (weighted dispatch), the result carries optimal shares too. ``time_limit`` bounds
+    fresh: a from-scratch plan for these loads (default :func:`fresh_plan`, or method "weighted"
+    when ``previous`` has shares). When ``fresh`` has shares (weighted dispatch), the result
+    carries optimal shares too. ``time_limit`` bounds
     the whole call (the fallback for a layer is always the relabelled fresh plan).
 
     Returns a PolicyOutput (phy2log [L, R], shares [L, R] or None) whose info holds
@@ -196,6 +197,9 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     start = time.perf_counter()
     L, E = w.shape
     G, S = topology.num_gpus, topology.slots_per_gpu
+    if fresh is None and previous.shares is not None:
+        # the engine dispatches with shares: compare against a fresh weighted plan
+        fresh = get_method("weighted")(w, topology, time_limit=time_limit)
     if fresh is None:
         fresh = fresh_plan(w, topology, time_limit=time_limit)
     fresh_p2l = np.asarray(fresh.phy2log, dtype=np.int64)

@@ -132,6 +132,9 @@ def test_migrate_with_weighted_fresh_keeps_shares():
     fresh_p = eplb.Placement.from_phy2log(fresh.phy2log, topo, 256, shares=fresh.shares)
     assert np.all(eplb.evaluate(p, new_loads).max <= eplb.evaluate(fresh_p, new_loads).max * 1.01 * (1 + 1e-9))
     assert out.info["fraction_moved"] <= 0.05
+    # without an explicit fresh plan, a previous placement with shares implies weighted dispatch
+    out2 = migrate(new_loads, topo, prev, tolerance=0.01)
+    assert out2.shares is not None and out2.info["fraction_moved"] <= 0.05
 
 
 def test_migrate_rejects_mismatched_previous():
