@@ -119,3 +119,19 @@ def test_weighted_method_on_decode_never_worse_than_greedy():
     ev = eplb.evaluate(eplb.place(w, topo, "weighted"), w)
     greedy = eplb.evaluate(eplb.place(w, topo, "deepseek-global"), w)
     assert np.all(ev.max <= greedy.max * (1 + 1e-9))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**31))
+def test_weighted_method_is_valid_and_never_worse_than_greedy_with_shares(nodes, gpus, slots, seed):
+    rng = np.random.default_rng(seed)
+    topo = eplb.Topology(nodes, gpus, slots)
+    E = int(rng.integers(1, topo.num_slots + 1))
+    w = rng.pareto(1.3, (2, E)) * 100
+    w[0, 0] = 0.0  # an idle expert
+    p = eplb.place(w, topo, "weighted")
+    p.validate()
+    ev = eplb.evaluate(p, w)
+    greedy = optimal_shares(eplb.place(w, topo, "deepseek-global"), w)
+    assert np.all(ev.max <= eplb.evaluate(greedy, w).max * (1 + 1e-7) + 1e-9)
+    assert np.all(ev.max >= w.sum(axis=1) / topo.num_gpus * (1 - 1e-9))
