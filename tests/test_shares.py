@@ -1,4 +1,6 @@
 """Weighted split: exact LP shares, the chain construction and the "weighted" method."""
+import json
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -100,6 +102,8 @@ def test_optimal_shares_never_worse_than_even_split():
         assert q.shares.shape == p.phy2log.shape
         back = eplb.Placement.from_json(q.to_json())
         np.testing.assert_allclose(back.shares, q.shares)
+        jsonschema = pytest.importorskip("jsonschema")
+        jsonschema.validate(json.loads(q.to_json()), eplb.schema())
 
 
 def test_weighted_method_on_prefill_reaches_target_and_beats_greedy():

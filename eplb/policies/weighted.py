@@ -74,12 +74,22 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 
 
 @register("weighted", "placement for weighted dispatch: chained hot experts plus LP-optimal shares per replica")
-def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None, **_) -> PolicyOutput:
+def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None, base: str | None = None,
+             **_) -> PolicyOutput:
+    """base: the even-split method whose placement (with optimal shares) each layer falls back
+    to (default DeepSeek's global policy)."""
     w = np.asarray(loads, dtype=np.float64)
     L, E = w.shape
     G, S = topology.num_gpus, topology.slots_per_gpu
     start = time.perf_counter()
-    base, _, _ = deepseek_rebalance(w, topology.num_slots, 1, 1, G, "stable")
+    if base is None:
+        base, _, _ = deepseek_rebalance(w, topology.num_slots, 1, 1, G, "stable")
+    else:
+        if base == "weighted":
+            raise EplbError("base must be an even-split method, not 'weighted'")
+        from eplb.policies import get_method
+
+        base = np.array(get_method(base)(w, topology, time_limit=time_limit).phy2log, dtype=np.int64)
     base_shares, base_value = shares_for(w, base, topology)
     phy2log = base.copy()
     shares = base_shares.copy()
