@@ -165,14 +165,6 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     return PolicyOutput(best, shares=best_shares, info={"fresh_methods": names})
 
 
-class RepairResultLike:
-    reached = True
-
-    def __init__(self, slot_item, moves):
-        self.slot_item = slot_item
-        self.moves = moves
-
-
 def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float = 0.01,
             fresh: PolicyOutput | None = None, time_limit: float | None = None) -> PolicyOutput:
     """A placement within ``tolerance`` of a from-scratch plan that moves few expert weights.
@@ -220,20 +212,19 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         accept = (lambda row, layer=layer: split_value(layer, row) <= cap[layer]) if weighted else None
         res = repair(w[layer], prev[layer], S, cap[layer], accept=accept, time_limit=left,
                      max_moves=topology.num_slots)
-        aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
-        n_aligned = int((aligned != prev[layer]).sum())
-        if not res.reached:
+        found = res.slot_item if res.reached else None
+        if found is None:
             # the replica counts are off: adopt the fresh plan's counts, then repair from there
             start2 = retarget_counts(w[layer], prev[layer], S, np.bincount(fresh_p2l[layer], minlength=E))
             res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left,
                           max_moves=topology.num_slots, frozen=start2 != prev[layer])
-            if res2.reached:
-                res = RepairResultLike(res2.slot_item, int((res2.slot_item != prev[layer]).sum()))
-        if res.reached:
+            found = res2.slot_item if res2.reached else None
+        aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
+        if found is not None:
             # same contents per GPU, experts that stayed on a GPU back in their old slot
-            kept = align_slots(prev[layer], res.slot_item, S, E, permute_bins=False)
-        if res.reached and int((kept != prev[layer]).sum()) <= n_aligned:
-            out[layer] = kept
+            found = align_slots(prev[layer], found, S, E, permute_bins=False)
+        if found is not None and (found != prev[layer]).sum() <= (aligned != prev[layer]).sum():
+            out[layer] = found
         else:
             out[layer] = aligned
             from_fresh.append(int(layer))
