@@ -22,8 +22,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 import eplb
 from eplb.policies.weighted import optimal_shares
 from traces import load_workload, workloads

@@ -6,11 +6,12 @@ Two problems on plain numbers:
   ``slot_item[s]`` and lives in bin ``slot_bin[s]``); choose how much of each item every copy
   takes so that the heaviest bin is as light as possible. A linear program (HiGHS through
   :func:`scipy.optimize.linprog`), exact.
-- :func:`chain_pack`: choose the copies too. The heaviest items become *links*, each split
-  between two neighbouring bins of a chain; the other items are dealt whole to the bins so that
-  every bin's share of its links plus its whole items approaches ``total / bins``; then
-  :func:`optimal_split` settles the exact amounts. When enough copies are available
-  (``slots >= items + bins - 1``) this reaches ``total / bins`` on realistic weights.
+- :func:`chain_pack` / :func:`best_chain_pack`: choose the copies too. Items with several
+  copies become *links* spanning consecutive bins of a chain (or, with few spare slots, each its
+  own group of bins); the other items are dealt whole so that every group approaches its share
+  of ``total / bins``; then :func:`optimal_split` settles the exact amounts. When enough copies
+  are available (``slots >= items + bins - 1``) this reaches ``total / bins`` on realistic
+  weights.
 """
 from __future__ import annotations
 
@@ -120,12 +121,6 @@ def _alternate(order: np.ndarray) -> np.ndarray:
     out[0::2] = order[: (n + 1) // 2]
     out[1::2] = order[(n + 1) // 2:][::-1]
     return out
-
-
-def _split_evenly(total: int, parts: int) -> np.ndarray:
-    sizes = np.full(parts, total // parts, dtype=np.int64)
-    sizes[: total % parts] += 1
-    return sizes
 
 
 def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
