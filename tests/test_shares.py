@@ -130,7 +130,8 @@ def test_weighted_method_on_decode_never_worse_than_greedy():
 def test_weighted_method_is_valid_and_never_worse_than_greedy_with_shares(nodes, gpus, slots, seed):
     rng = np.random.default_rng(seed)
     topo = eplb.Topology(nodes, gpus, slots)
-    E = int(rng.integers(1, topo.num_slots + 1))
+    # at least slots_per_gpu experts: eplb.evaluate's replica bound needs experts x GPUs >= slots
+    E = int(rng.integers(slots, topo.num_slots + 1))
     w = rng.pareto(1.3, (2, E)) * 100
     w[0, 0] = 0.0  # an idle expert
     p = eplb.place(w, topo, "weighted")

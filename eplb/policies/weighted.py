@@ -5,8 +5,8 @@
 - method ``"weighted"``: a placement built knowing the shares will be optimized. Hot experts
   become *links* with replicas on neighbouring GPUs of a chain, the rest are dealt whole so
   every GPU aims at total / GPUs, then the LP settles the shares. Each layer keeps the better of
-  that and the optimal shares of DeepSeek's greedy placement, so it is never worse than the
-  greedy (with even or optimal shares).
+  that and the optimal shares of DeepSeek's global placement (and of method "auto" when it is
+  registered), so it is never worse than the greedy (with even or optimal shares).
 """
 from __future__ import annotations
 
@@ -76,24 +76,26 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 @register("weighted", "placement for weighted dispatch: chained hot experts plus LP-optimal shares per replica")
 def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None, base: str | None = None,
              **_) -> PolicyOutput:
-    """base: the even-split method whose placement (with optimal shares) each layer falls back
-    to (default DeepSeek's global policy)."""
+    """base: an even-split method whose placement (with optimal shares) is also tried in each
+    layer, besides DeepSeek's global policy (default: "auto" when it is registered)."""
+    from eplb.policies import get_method, methods
+
     w = np.asarray(loads, dtype=np.float64)
     L, E = w.shape
     G, S = topology.num_gpus, topology.slots_per_gpu
     start = time.perf_counter()
-    if base is None:
-        base, _, _ = deepseek_rebalance(w, topology.num_slots, 1, 1, G, "stable")
-    else:
-        if base == "weighted":
-            raise EplbError("base must be an even-split method, not 'weighted'")
-        from eplb.policies import get_method
-
-        base = np.array(get_method(base)(w, topology, time_limit=time_limit).phy2log, dtype=np.int64)
-    base_shares, base_value = shares_for(w, base, topology)
-    phy2log = base.copy()
-    shares = base_shares.copy()
-    value = base_value.copy()
+    if base == "weighted":
+        raise EplbError("base must be an even-split method, not 'weighted'")
+    if base is None and "auto" in methods():
+        base = "auto"
+    phy2log, _, _ = deepseek_rebalance(w, topology.num_slots, 1, 1, G, "stable")
+    shares, value = shares_for(w, phy2log, topology)
+    phy2log = phy2log.copy()
+    if base is not None:
+        other = np.array(get_method(base)(w, topology, time_limit=time_limit).phy2log, dtype=np.int64)
+        other_shares, other_value = shares_for(w, other, topology)
+        better = other_value < value * (1 - 1e-12)
+        phy2log[better], shares[better], value[better] = other[better], other_shares[better], other_value[better]
     chain_wins = 0
     for layer in range(L):
         left = None
@@ -111,6 +113,7 @@ def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = N
     ratio = np.where(mean > 0, value / np.where(mean > 0, mean, 1.0), 1.0)
     return PolicyOutput(phy2log, shares=shares, info={
         "policy": "weighted",
+        "base": base or "deepseek-global",
         "layers_from_chain": chain_wins,
         "predicted_imbalance_mean": float(ratio.mean()),
     })
