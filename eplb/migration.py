@@ -30,7 +30,7 @@ from eplb.errors import EplbError
 from eplb.placement import Placement
 from eplb.policies import PolicyOutput, get_method, methods
 from eplb.topology import Topology
-from solvers.migration import align_slots, repair, retarget_counts, slot_changes
+from solvers.migration import align_slots, repair, retarget_counts, slot_changes, undo_moves
 from solvers.splitting import optimal_split
 
 __all__ = ["expert_bytes", "DEEPSEEK_V3_EXPERT_BYTES", "Moves", "moves", "migrate"]
@@ -223,6 +223,9 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         if found is not None:
             # same contents per GPU, experts that stayed on a GPU back in their old slot
             found = align_slots(prev[layer], found, S, E, permute_bins=False)
+        if not weighted and (found is None or (found != prev[layer]).sum() > topology.num_slots // 50):
+            # the fresh plan with slots put back to their previous expert where swaps allow it
+            aligned = undo_moves(w[layer], aligned, prev[layer], S, cap[layer], time_limit=left)
         if found is not None and (found != prev[layer]).sum() <= (aligned != prev[layer]).sum():
             out[layer] = found
         else:

@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from solvers.errors import SolverInputError
 
-__all__ = ["align_slots", "slot_changes", "repair", "retarget_counts", "RepairResult"]
+__all__ = ["align_slots", "slot_changes", "repair", "retarget_counts", "undo_moves", "RepairResult"]
 
 
 def slot_changes(old, new) -> np.ndarray:
@@ -255,4 +255,55 @@ def retarget_counts(weight, start, slots_per_bin: int, counts) -> np.ndarray:
         freed.remove(s)
         cur[s] = e
         bin_load[bins[s]] += per_copy_new[e]
+    return cur
+
+
+def undo_moves(weight, current, original, slots_per_bin: int, cap: float, *, max_rounds: int | None = None,
+               time_limit: float | None = None) -> np.ndarray:
+    """Fewer changed slots at the same copy counts: swap pairs of slots (in different bins)
+    when that puts more slots back to their ``original`` item and keeps both bins at or under
+    ``cap`` (or no heavier than before, for a bin already above it).
+
+    weight: [n]; current, original: [R]. Each round takes the swap restoring the most slots
+    (ties: the lowest resulting bin). Returns the new assignment [R] (same items per count as
+    ``current``, so every other bin is unchanged).
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    cur = np.array(current, dtype=np.int64)
+    orig = np.asarray(original, dtype=np.int64)
+    S = int(slots_per_bin)
+    R = cur.size
+    G = R // S
+    bins = np.arange(R) // S
+    cnt = np.bincount(cur, minlength=w.size)
+    t0 = time.perf_counter()
+    rounds = R if max_rounds is None else int(max_rounds)
+    eps = 1e-12 * max(1.0, float(cap))
+    for _ in range(rounds):
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            break
+        wrong = np.where(cur != orig)[0]
+        if wrong.size == 0:
+            break
+        per_slot = w[cur] / cnt[cur]
+        load = np.bincount(bins, weights=per_slot, minlength=G)
+        # swap a wrong slot i with any slot j in another bin
+        i = wrong[:, None]
+        j = np.arange(R)[None, :]
+        # moves before: [i wrong] + [j wrong]; after: [cur_j != orig_i] + [cur_i != orig_j]
+        before = 1 + (cur[j] != orig[j]).astype(int)
+        after = (cur[j] != orig[i]).astype(int) + (cur[i] != orig[j]).astype(int)
+        gain = before - after
+        d = per_slot[j] - per_slot[i]  # load entering bin(i)
+        new_i = load[bins[i]] + d
+        new_j = load[bins[j]] - d
+        lim_i = np.maximum(cap + eps, load[bins[i]] + eps)
+        lim_j = np.maximum(cap + eps, load[bins[j]] + eps)
+        ok = (bins[i] != bins[j]) & (gain > 0) & (new_i <= lim_i) & (new_j <= lim_j)
+        if not ok.any():
+            break
+        score = np.where(ok, gain * 1e6 - np.maximum(new_i, new_j) / max(float(cap), 1e-300), -np.inf)
+        a, b = np.unravel_index(int(score.argmax()), score.shape)
+        si, sj = int(wrong[a]), int(b)
+        cur[si], cur[sj] = cur[sj], cur[si]
     return cur

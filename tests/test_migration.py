@@ -165,3 +165,27 @@ def test_cli_place_with_previous_reports_moves(capsys, tmp_path):
     assert p.info["slots_moved"] == moves(eplb.load_placement(prev), p).total
     code = main(["place", "--workload", "prefill_in1024", "--preset", "deepseek-v3-decode", "--previous", str(prev)])
     assert code == 2 and "same nodes" in capsys.readouterr().err
+
+
+@SETTINGS
+@given(st.integers(2, 6), st.integers(1, 3), st.integers(0, 2**31), st.floats(1.0, 1.3))
+def test_undo_moves_restores_slots_without_breaking_the_cap(bins, S, seed, slack):
+    from solvers.migration import undo_moves
+
+    rng = np.random.default_rng(seed)
+    R = bins * S
+    n = max(1, R - int(rng.integers(0, R)))
+    w = rng.pareto(1.5, n) * 10 + 0.1
+    original = np.concatenate([np.arange(n), rng.integers(0, n, R - n)])
+    current = rng.permutation(original)
+    cnt = np.bincount(current, minlength=n)
+
+    def loads(x):
+        return (w[x] / cnt[x]).reshape(bins, S).sum(axis=1)
+
+    cap = slack * w.sum() / bins
+    out = undo_moves(w, current, original, S, cap)
+    assert sorted(out.tolist()) == sorted(current.tolist())
+    assert slot_changes(original, out) <= slot_changes(original, current)
+    before, after = loads(current), loads(out)
+    assert after.max() <= max(cap, before.max()) * (1 + 1e-9)
