@@ -10,9 +10,11 @@ layer ``l`` of the result has a heaviest GPU of at most ``(1 + tolerance) x`` th
 heaviest GPU in that layer (equivalently its max/mean is within ``1 + tolerance`` of the
 fresh plan's, since both see the same loads). Among such placements :func:`migrate` looks for
 one with few moved slots: first the previous placement itself (zero moves), then a local search
-from it (each step re-assigns one slot or swaps two), and, if that cannot reach the cap, the
-fresh plan relabelled to keep as many experts in place as possible (GPUs matched by an exact
-assignment, then slots matched inside each GPU).
+from it (each step re-assigns one slot or swaps two; when it stalls, again after adopting the
+fresh plan's replica counts), and, if that cannot reach the cap or needs more moves, the fresh
+plan relabelled to keep as many experts in place as possible (GPUs matched by an exact
+assignment, slots matched inside each GPU, then slot pairs swapped back to their previous
+experts while both GPUs stay within the cap).
 
 Expert size: a DeepSeek-V3 routed expert holds three FP8 matrices (gate and up 7168 x 2048,
 down 2048 x 7168): 3 x 7168 x 2048 = 44,040,192 bytes of weights, plus one FP32 scale per
