@@ -12,7 +12,8 @@ slots per layer. How they map onto GPUs:
   the plan reports each layer's smallest ``k`` and their sum against ``L x`` the all-layer value.
 
 Balance for each ``k`` is the achieved max/mean of an even-split plan (divisor-method replica
-counts, heaviest-first packing, then pairwise swaps; :mod:`solvers.redundancy`) next to the
+counts, heaviest-first packing, then pairwise swaps; :mod:`solvers.redundancy`; for uniform
+layouts also method "auto" when it is registered, whichever is better per layer) next to the
 certified lower bound on any even-split plan with that many slots.
 """
 from __future__ import annotations
@@ -114,6 +115,29 @@ def _all_and_mean(ratio: np.ndarray, spares: np.ndarray, target: float) -> tuple
     return int(smallest_spare(worst, spares, target)[0]), int(smallest_spare(mean, spares, target)[0])
 
 
+def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.ndarray:
+    """[L, K] heaviest GPU of method "auto" (when registered) on each uniform layout; +inf
+    where it is not available, so the planner's own packing is used."""
+    from eplb.policies import get_method, methods
+
+    out = np.full((arr.shape[0], spares.size), np.inf)
+    if "auto" not in methods():
+        return out
+    base = topology if isinstance(topology, Topology) else Topology(1, G, 1)
+    for j, k in enumerate(spares.tolist()):
+        S = (arr.shape[1] + int(k)) // G
+        topo = Topology(base.num_nodes, base.gpus_per_node, S, base.num_groups)
+        try:
+            p2l = np.asarray(get_method("auto")(arr, topo).phy2log, dtype=np.int64)
+        except (EplbError, ValueError):
+            continue
+        cnt = np.zeros(arr.shape, dtype=np.int64)
+        np.add.at(cnt, (np.repeat(np.arange(arr.shape[0]), p2l.shape[1]), p2l.ravel()), 1)
+        per_slot = np.take_along_axis(arr, p2l, axis=1) / np.take_along_axis(cnt, p2l, axis=1)
+        out[:, j] = per_slot.reshape(arr.shape[0], G, S).sum(axis=2).max(axis=1)
+    return out
+
+
 def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, max_spare: int | None = None,
                     step: int | None = None, layers=None) -> RedundancyPlan:
     """Balance curve against spare slots and the smallest spare counts meeting ``target``.
@@ -168,6 +192,7 @@ def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, ma
     uni = uniform_spares(E, G, max_spare)
     if uni.size:
         ua, ub = balance_curve(arr, G, uni, uniform=True)
+        ua = np.minimum(ua, _method_curve(arr, topology, G, uni))
         uratio, ubound = _ratio(ua, mean), _ratio(ub, mean)
         u_all, u_mean = _all_and_mean(uratio, uni, target)
     else:
