@@ -6,10 +6,26 @@ Arrays in, arrays out. Never imports :mod:`eplb` or :mod:`traces`.
 from solvers.apportion import greedy_replicate, min_max_replica_load, optimal_counts
 from solvers.bounds import average_bound, basic_lower_bound, replica_bound
 from solvers.errors import SolverInputError
+from solvers.exact import BACKENDS, PackResult, pack_exact
+from solvers.localsearch import bin_loads, expand_counts, lpt_pack_distinct, pair_count_search, swap_improve
 from solvers.packing import greedy_balanced_packing, inverse_permutation
+from solvers.pairing import PairingResult, pair_counts_feasible, pairing_solve, pairing_value, sorted_pairing
 
 __all__ = [
+    "BACKENDS",
+    "PackResult",
+    "PairingResult",
     "SolverInputError",
+    "bin_loads",
+    "expand_counts",
+    "lpt_pack_distinct",
+    "pack_exact",
+    "pair_count_search",
+    "pair_counts_feasible",
+    "pairing_solve",
+    "pairing_value",
+    "sorted_pairing",
+    "swap_improve",
     "average_bound",
     "basic_lower_bound",
     "greedy_balanced_packing",
