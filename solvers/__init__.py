@@ -4,7 +4,7 @@ cardinality-constrained partitioning, exact models, flows and lower bounds.
 Arrays in, arrays out. Never imports :mod:`eplb` or :mod:`traces`.
 """
 from solvers.apportion import greedy_replicate, min_max_replica_load, optimal_counts
-from solvers.bounds import average_bound, basic_lower_bound, replica_bound
+from solvers.bounds import average_bound, basic_lower_bound, group_packing_bound, pairing_bound, replica_bound
 from solvers.errors import SolverInputError
 from solvers.exact import BACKENDS, PackResult, pack_exact
 from solvers.localsearch import bin_loads, expand_counts, lpt_pack_distinct, pair_count_search, swap_improve
@@ -29,6 +29,8 @@ __all__ = [
     "average_bound",
     "basic_lower_bound",
     "greedy_balanced_packing",
+    "group_packing_bound",
+    "pairing_bound",
     "greedy_replicate",
     "inverse_permutation",
     "min_max_replica_load",
