@@ -27,7 +27,8 @@ import numpy as np
 
 from solvers.errors import SolverInputError
 
-__all__ = ["sorted_pairing", "pairing_value", "PairingResult", "pairing_solve", "pair_counts_feasible"]
+__all__ = ["sorted_pairing", "pairing_value", "PairingResult", "pairing_solve", "pair_counts_feasible",
+           "pair_counts_lp_feasible"]
 
 
 def sorted_pairing(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,8 +201,46 @@ def _complete_counts(w: np.ndarray, counts: np.ndarray, N: int, cap: int) -> np.
     return c
 
 
+def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
+                            max_count: int | None = None) -> bool:
+    """LP relaxation of "some count vector with ``sum = 2 * num_bins`` has every pair <= T".
+
+    Choices "item e gets k replicas" are fractional; every count vector satisfying (*) is a
+    point of this LP, so an infeasible LP proves that no count vector reaches T.
+    weight: [n]. Returns False only when that is proven.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix, vstack
+
+    w = np.asarray(weight, dtype=np.float64)
+    n = w.size
+    N = 2 * num_bins
+    cap = N if max_count is None else int(max_count)
+    kmin = np.maximum(1, np.ceil(w / T - 1e-12)).astype(np.int64)
+    slack = N - int(kmin.sum())
+    if slack < 0 or np.any(kmin > cap):
+        return False
+    kmax = np.minimum(kmin + slack, cap)
+    width = kmax - kmin + 1
+    items = np.repeat(np.arange(n), width)
+    ks = kmin[items] + (np.arange(items.size) - np.repeat(np.cumsum(width) - width, width))
+    sizes = w[items] / ks
+    B = np.unique(sizes[sizes > T / 2])
+    eps = 1e-12 * T
+    # sizes equal to a breakpoint are the very same floats; the other comparison leans relaxed
+    prof = ((sizes[None, :] >= B[:, None]).astype(np.float64)
+            + (sizes[None, :] > (T - B)[:, None] + eps)) * ks[None, :]
+    A_ub = csr_matrix(prof)
+    A_eq = vstack([csr_matrix(ks[None, :].astype(np.float64)),
+                   csr_matrix((np.ones(items.size), (items, np.arange(items.size))), shape=(n, items.size))]).tocsr()
+    b_eq = np.concatenate([[float(N)], np.ones(n)])
+    res = linprog(np.zeros(items.size), A_ub=A_ub if B.size else None, b_ub=np.full(B.size, float(N)) if B.size else None,
+                  A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
+    return res.status != 2
+
+
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
-                  max_count: int | None = None, lower: float | None = None, tol: float = 1e-4,
+                  max_count: int | None = None, lower: float | None = None, tol: float = 1e-3,
                   time_limit: float = 2.0) -> PairingResult:
     """Near-optimal counts for two items per bin, with a certified lower bound.
 
@@ -227,24 +266,19 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
 
     lo0 = max(w.sum() / num_bins, float(min_max_replica_load(w[None, :], N, min(cap, N - n + 1))[0]))
     lo = max(lo0, lower or 0.0) * (1 - 1e-9)  # certified: no count vector reaches below lo
-    hi = best_v  # the relaxation is feasible here
+    from solvers.localsearch import pair_count_search
+
+    c = pair_count_search(w[None, :], best_c[None, :], cap, rounds=40, donors=16)[0]
+    v = float(pairing_value(w[None, :], c[None, :])[0])
+    if v < best_v:
+        best_v, best_c = v, c
+    hi = best_v  # the LP is feasible here
     while hi > lo * (1 + tol) and hi > 0:
-        left = time_limit - (time.perf_counter() - start)
-        if left <= 0:
+        if time.perf_counter() - start >= time_limit:
             break
         mid = 0.5 * (lo + hi)
-        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=left)
-        if ok is None:
-            break
-        if ok:
+        if pair_counts_lp_feasible(w, num_bins, mid, max_count=cap):
             hi = mid
-            from solvers.localsearch import pair_count_search
-
-            c = _complete_counts(w, c, N, cap)
-            c = pair_count_search(w[None, :], c[None, :], cap, rounds=20)[0]
-            v = float(pairing_value(w[None, :], c[None, :])[0])
-            if v < best_v:
-                best_v, best_c = v, c
         else:
             lo = mid
     bound = lo

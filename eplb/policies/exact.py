@@ -58,7 +58,8 @@ def _solve_layer(w: np.ndarray, counts: np.ndarray, phy2log: np.ndarray, topolog
     G, S = topology.num_gpus, topology.slots_per_gpu
     cap = replica_cap(w.size, topology)
     if S == 2:
-        res = pairing_solve(w, G, counts0=counts, max_count=cap, lower=lower, tol=tol, time_limit=time_limit)
+        res = pairing_solve(w, G, counts0=counts, max_count=cap, lower=lower, tol=max(tol, 1e-3),
+                            time_limit=time_limit)
         p2l = _pack_rows(w[None, :], res.counts[None, :], G)[0]
         return p2l, max(lower, res.bound)
     E = w.size
