@@ -73,11 +73,12 @@ def _solve_layer(w: np.ndarray, counts: np.ndarray, phy2log: np.ndarray, topolog
 
 
 def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None, backend: str = "cpsat",
-               workers: int | None = None, tol: float = 1e-4, layers: np.ndarray | None = None,
+               workers: int | None = None, tol: float = 1e-3, layers: np.ndarray | None = None,
                start: tuple[np.ndarray, np.ndarray] | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
-    time_limit: seconds per layer (default 2); layers: [k] row indices to solve (the others keep
+    time_limit: seconds per layer (default 2); tol: layers within this fraction of their
+    certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
     the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
     """
     if backend not in BACKENDS:
@@ -93,6 +94,9 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     lower = basic_bounds(w, topology)
     bound = lower.copy()
     rows = np.arange(L) if layers is None else np.asarray(layers, dtype=np.int64)
+    # layers already within tol of their bound need no search
+    start_max = _gpu_max(w, phy2log, G)
+    rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
     workers = workers or min(4, os.cpu_count() or 1)
 
     def job(i):
@@ -100,7 +104,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(job, rows))
-    cur = _gpu_max(w, phy2log, G)
+    cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
         new = _gpu_max(w[i:i + 1], p2l[None, :], G)[0]
@@ -118,14 +122,14 @@ def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
 
 @register("exact", "exact solver per layer (CP-SAT; pairing MIP for 2 slots/GPU), time-limited, with proven gaps")
 def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str = "cpsat",
-          workers: int | None = None, tol: float = 1e-4, **_) -> PolicyOutput:
+          workers: int | None = None, tol: float = 1e-3, **_) -> PolicyOutput:
     phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, backend=backend, workers=workers, tol=tol)
     return PolicyOutput(phy2log, info={"policy": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
 
 
 @register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS), time-limited, with proven gaps")
 def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str = "highs",
-              workers: int | None = None, tol: float = 1e-4, **_) -> PolicyOutput:
+              workers: int | None = None, tol: float = 1e-3, **_) -> PolicyOutput:
     if backend == "cpsat":
         raise EplbError("exact-mip solves with PuLP; use backend 'highs' or 'cbc' (or method 'exact' for CP-SAT)")
     return exact(loads, topology, time_limit=time_limit, backend=backend, workers=workers, tol=tol)
