@@ -9,7 +9,8 @@ from solvers.errors import SolverInputError
 from solvers.exact import BACKENDS, PackResult, pack_exact
 from solvers.localsearch import bin_loads, expand_counts, lpt_pack_distinct, pair_count_search, swap_improve
 from solvers.packing import greedy_balanced_packing, inverse_permutation
-from solvers.pairing import PairingResult, pair_counts_feasible, pairing_solve, pairing_value, sorted_pairing
+from solvers.pairing import (PairingResult, pair_counts_feasible, pair_counts_lp_feasible, pairing_solve,
+                             pairing_value, sorted_pairing)
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +23,7 @@ __all__ = [
     "pack_exact",
     "pair_count_search",
     "pair_counts_feasible",
+    "pair_counts_lp_feasible",
     "pairing_solve",
     "pairing_value",
     "sorted_pairing",

@@ -11,12 +11,12 @@ for every replica size ``b > T/2``::
 
     #{replicas >= b} + #{replicas > T - b} <= 2m            (*)
 
-(Hall's condition for the nested neighbourhoods of the large replicas, where an empty slot
-counts as a zero-size partner). Deciding whether some count vector satisfies (*) is a small
-integer program over "expert e gets k replicas" choices, solved with HiGHS (scipy's ``milp``);
-bisection on ``T`` then gives a certified lower bound and the counts of a near-optimal plan.
-Allowing empty slots (``sum k_e <= 2m``) makes this a relaxation, hence a valid bound; the plan
-fills spare slots afterwards and reports its own value.
+(Hall's condition for the nested neighbourhoods of the large replicas). Deciding whether some
+count vector satisfies (*) is a small integer program over "item e gets k replicas" choices.
+:func:`pairing_solve` improves the counts by local search, then bisects on ``T``: first with the
+LP relaxation (fast; an infeasible LP proves ``T`` unreachable), then with the integer program
+(HiGHS through scipy) while time remains; the largest ``T`` proven unreachable is a certified
+lower bound, and every feasible integer point found is a plan.
 """
 from __future__ import annotations
 
@@ -60,103 +60,80 @@ def pairing_value(weight: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return sorted_pairing(sizes)[1].max(axis=1)
 
 
-def _options(w: np.ndarray, num_bins: int, T: float, max_count: int):
-    """Candidate (item, count) choices for threshold T with dominated choices removed.
+def _choices(w: np.ndarray, num_bins: int, T: float, cap: int):
+    """All (item, count) choices that keep every replica <= T and leave room for the other
+    items' minimum counts; and the rows of (*) over them. None when T is below every choice."""
+    from scipy.sparse import csr_matrix, vstack
 
-    Returns item ids, counts, sizes of the options, and the breakpoints (large sizes > T/2)."""
     n = w.size
-    eps = 1e-12 * max(T, 1e-300)
+    N = 2 * num_bins
     kmin = np.maximum(1, np.ceil(w / T - 1e-12)).astype(np.int64)
-    slack = 2 * num_bins - int(kmin.sum())
-    if slack < 0 or np.any(kmin > max_count):
+    slack = N - int(kmin.sum())
+    if slack < 0 or np.any(kmin > cap):
         return None
-    kcap_e = np.minimum(kmin + slack, max_count)  # the other items need their minimum counts
-    kcap = int(kcap_e.max())
-    # large options: sizes in (T/2, T]
-    kbig_hi = np.minimum(np.ceil(2 * w / T - 1e-12).astype(np.int64) - 1, kcap_e)  # last k with w/k > T/2
-    items, ks = [], []
-    for e in np.nonzero(kbig_hi >= kmin)[0]:
-        for k in range(int(kmin[e]), int(kbig_hi[e]) + 1):
-            items.append(e)
-            ks.append(k)
-    big_items = np.array(items, dtype=np.int64)
-    big_k = np.array(ks, dtype=np.int64)
-    big_s = w[big_items] / big_k if big_items.size else np.zeros(0)
-    # the breakpoints of (*): every possible large size (others are implied)
-    B = np.unique(big_s)
-    # small options: sizes <= T/2; the profile of a small option is k * [b > T - s] over B,
-    # fixed by (k, number of breakpoints above T - s); for each such number keep the smallest k
-    ksmall0 = np.maximum(kmin, np.maximum(kbig_hi + 1, 1))
-    s_items, s_ks = [], []
-    Bs = np.sort(B)
-    for e in range(n):
-        k = int(ksmall0[e])
-        prev = None
-        while k <= kcap_e[e]:
-            s = w[e] / k
-            above = Bs.size - np.searchsorted(Bs, T - s + eps, side="right")  # b > T - s
-            if above != prev:
-                s_items.append(e)
-                s_ks.append(k)
-                prev = above
-            if above == 0:
-                break
-            # jump to the next k that changes the count of breakpoints above T - s
-            nxt_b = Bs[Bs.size - above]  # smallest breakpoint above T - s
-            # need T - w/k' >= nxt_b  ->  k' >= w / (T - nxt_b)
-            gap = T - nxt_b
-            k_next = int(np.ceil(w[e] / gap - 1e-12)) if gap > 0 else int(kcap_e[e]) + 1
-            k = max(k + 1, k_next)
-    items = np.concatenate([big_items, np.array(s_items, dtype=np.int64)])
-    ks = np.concatenate([big_k, np.array(s_ks, dtype=np.int64)])
-    return items, ks, w[items] / ks, B
+    kmax = np.minimum(kmin + slack, cap)
+    width = kmax - kmin + 1
+    items = np.repeat(np.arange(n), width)
+    ks = kmin[items] + (np.arange(items.size) - np.repeat(np.cumsum(width) - width, width))
+    sizes = w[items] / ks
+    B = np.unique(sizes[sizes > T / 2])
+    eps = 1e-12 * T
+    # sizes equal to a breakpoint are the very same floats; the other comparison leans relaxed
+    prof = ((sizes[None, :] >= B[:, None]).astype(np.float64) + (sizes[None, :] > (T - B)[:, None] + eps)) * ks[None, :]
+    A_eq = vstack([csr_matrix(ks[None, :].astype(np.float64)),
+                   csr_matrix((np.ones(items.size), (items, np.arange(items.size))), shape=(n, items.size))]).tocsr()
+    b_eq = np.concatenate([[float(N)], np.ones(n)])
+    return items, ks, csr_matrix(prof), np.full(B.size, float(N)), A_eq, b_eq
 
 
 def pair_counts_feasible(weight: np.ndarray, num_bins: int, T: float, *, max_count: int | None = None,
                          time_limit: float = 10.0) -> tuple[bool | None, np.ndarray | None]:
-    """Is there a count vector (sum <= 2 * num_bins, empty slots allowed) whose best pairing
-    has every pair <= T? weight: [n]. Returns (True, counts [n]) / (False, None) / (None, None)
-    when the solver ran out of time."""
+    """Is there a count vector (``sum = 2 * num_bins``) whose best pairing has every pair <= T?
+    An integer program over "item e gets k replicas" choices (HiGHS). weight: [n].
+    Returns (True, counts [n]) / (False, None) / (None, None) when time ran out."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import csr_matrix, vstack
+    from scipy.sparse import vstack
 
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
     N = 2 * num_bins
     cap = N if max_count is None else int(max_count)
-    if w.max(initial=0.0) <= 0:
-        return True, np.ones(n, dtype=np.int64)
-    opts = _options(w, num_bins, T, cap)
-    if opts is None:
+    ch = _choices(w, num_bins, T, cap)
+    if ch is None:
         return False, None
-    items, ks, sizes, B = opts
-    V = items.size
-    eps = 1e-12 * T
-    # rows: one per breakpoint b: sum k ([s >= b] + [s > T - b]) <= N
-    ge = sizes[None, :] >= B[:, None] - eps
-    gt = sizes[None, :] > (T - B)[:, None] + eps
-    prof = (ge.astype(np.float64) + gt) * ks[None, :]
-    A_b = csr_matrix(prof)
-    A_sum = csr_matrix(ks[None, :].astype(np.float64))
-    A_one = csr_matrix((np.ones(V), (items, np.arange(V))), shape=(n, V))
-    A = vstack([A_b, A_sum, A_one]).tocsr()
-    lo = np.concatenate([np.full(B.size + 1, -np.inf), np.ones(n)])
-    hi = np.concatenate([np.full(B.size + 1, float(N)), np.ones(n)])
-    res = milp(
-        c=ks.astype(np.float64) * 1e-6,  # prefer fewer replicas: any feasible point will do
-        integrality=np.ones(V),
-        bounds=Bounds(0, 1),
-        constraints=LinearConstraint(A, lo, hi),
-        options={"time_limit": float(max(time_limit, 1e-3)), "presolve": True},
-    )
+    items, ks, A_ub, b_ub, A_eq, b_eq = ch
+    A = vstack([A_ub, A_eq]).tocsr()
+    lo = np.concatenate([np.full(b_ub.size, -np.inf), b_eq])
+    hi = np.concatenate([b_ub, b_eq])
+    res = milp(c=np.zeros(items.size), integrality=np.ones(items.size), bounds=Bounds(0, 1),
+               constraints=LinearConstraint(A, lo, hi), options={"time_limit": float(max(time_limit, 1e-3))})
     if res.status == 0 and res.x is not None:
         pick = res.x > 0.5
         counts = np.zeros(n, dtype=np.int64)
         counts[items[pick]] = ks[pick]
         return True, counts
-    if res.status == 2:  # infeasible
+    if res.status == 2:
         return False, None
     return None, None
+
+
+def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
+                            max_count: int | None = None) -> bool:
+    """LP relaxation of :func:`pair_counts_feasible`: every count vector satisfying (*) is a
+    point of this LP, so an infeasible LP proves that no count vector reaches T.
+    weight: [n]. Returns False only when that is proven."""
+    from scipy.optimize import linprog
+
+    w = np.asarray(weight, dtype=np.float64)
+    N = 2 * num_bins
+    cap = N if max_count is None else int(max_count)
+    ch = _choices(w, num_bins, T, cap)
+    if ch is None:
+        return False
+    items, ks, A_ub, b_ub, A_eq, b_eq = ch
+    res = linprog(np.zeros(items.size), A_ub=A_ub if b_ub.size else None, b_ub=b_ub if b_ub.size else None,
+                  A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
+    return res.status != 2
 
 
 @dataclass(frozen=True)
@@ -170,73 +147,6 @@ class PairingResult:
     bound: float
     status: str
     time_s: float
-
-
-def _complete_counts(w: np.ndarray, counts: np.ndarray, N: int, cap: int) -> np.ndarray:
-    """Hand out spare slots (relaxed solutions may leave some empty), keeping the pairing value
-    low: each spare replica goes to the choice that raises the heaviest pair least."""
-    c = counts.copy()
-    n = w.size
-    while c.sum() < N:
-        left = N - int(c.sum())
-        cand = np.nonzero(c < cap)[0]
-        # try the few smallest per-replica items and the largest ones
-        per = w[cand] / c[cand]
-        pick = np.unique(np.concatenate([cand[np.argsort(per)[:8]], cand[np.argsort(-per)[:8]]]))
-        trial = np.repeat(c[None, :], pick.size, axis=0)
-        trial[np.arange(pick.size), pick] += 1
-        if left == 1:
-            # an odd total cannot be paired: complete with a second replica anywhere small
-            best = pick[np.argmin(w[pick] / (c[pick] + 1))]
-            c[best] += 1
-            continue
-        # evaluate with a dummy zero replica so the total stays even
-        sizes_list = []
-        for t in trial:
-            s = np.repeat(w / t, t)
-            pad = (N - s.size)
-            sizes_list.append(np.concatenate([s, np.zeros(pad)]))
-        vals = sorted_pairing(np.array(sizes_list))[1].max(axis=1)
-        c[pick[int(np.argmin(vals))]] += 1
-    return c
-
-
-def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
-                            max_count: int | None = None) -> bool:
-    """LP relaxation of "some count vector with ``sum = 2 * num_bins`` has every pair <= T".
-
-    Choices "item e gets k replicas" are fractional; every count vector satisfying (*) is a
-    point of this LP, so an infeasible LP proves that no count vector reaches T.
-    weight: [n]. Returns False only when that is proven.
-    """
-    from scipy.optimize import linprog
-    from scipy.sparse import csr_matrix, vstack
-
-    w = np.asarray(weight, dtype=np.float64)
-    n = w.size
-    N = 2 * num_bins
-    cap = N if max_count is None else int(max_count)
-    kmin = np.maximum(1, np.ceil(w / T - 1e-12)).astype(np.int64)
-    slack = N - int(kmin.sum())
-    if slack < 0 or np.any(kmin > cap):
-        return False
-    kmax = np.minimum(kmin + slack, cap)
-    width = kmax - kmin + 1
-    items = np.repeat(np.arange(n), width)
-    ks = kmin[items] + (np.arange(items.size) - np.repeat(np.cumsum(width) - width, width))
-    sizes = w[items] / ks
-    B = np.unique(sizes[sizes > T / 2])
-    eps = 1e-12 * T
-    # sizes equal to a breakpoint are the very same floats; the other comparison leans relaxed
-    prof = ((sizes[None, :] >= B[:, None]).astype(np.float64)
-            + (sizes[None, :] > (T - B)[:, None] + eps)) * ks[None, :]
-    A_ub = csr_matrix(prof)
-    A_eq = vstack([csr_matrix(ks[None, :].astype(np.float64)),
-                   csr_matrix((np.ones(items.size), (items, np.arange(items.size))), shape=(n, items.size))]).tocsr()
-    b_eq = np.concatenate([[float(N)], np.ones(n)])
-    res = linprog(np.zeros(items.size), A_ub=A_ub if B.size else None, b_ub=np.full(B.size, float(N)) if B.size else None,
-                  A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
-    return res.status != 2
 
 
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
@@ -279,6 +189,24 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
         mid = 0.5 * (lo + hi)
         if pair_counts_lp_feasible(w, num_bins, mid, max_count=cap):
             hi = mid
+        else:
+            lo = mid
+    # the integer program closes what the LP leaves open, while time remains
+    hi = best_v
+    while hi > lo * (1 + tol) and hi > 0:
+        left = time_limit - (time.perf_counter() - start)
+        if left <= 0.01:
+            break
+        mid = 0.5 * (lo + hi)
+        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=left)
+        if ok is None:
+            break
+        if ok:
+            hi = mid
+            v = float(pairing_value(w[None, :], c[None, :])[0])
+            if v < best_v:
+                best_v, best_c = v, c
+                hi = min(hi, v)
         else:
             lo = mid
     bound = lo
