@@ -138,6 +138,14 @@ def _cpsat(q, c, m, S, start, lower, time_limit, workers, resolution):
 
 
 def _pulp(q, c, m, S, start, lower, time_limit, workers, backend):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # PuLP 3 announces its 4.0 API
+        return _pulp_solve(q, c, m, S, start, lower, time_limit, workers, backend)
+
+
+def _pulp_solve(q, c, m, S, start, lower, time_limit, workers, backend):
     import pulp
 
     n = q.size
