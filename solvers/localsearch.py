@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from solvers.errors import SolverInputError
-from solvers.pairing import sorted_pairing
+from solvers.pairing import pairing_value, sorted_pairing
 
-__all__ = ["expand_counts", "lpt_pack_distinct", "swap_improve", "bin_loads", "pair_count_search"]
+__all__ = ["expand_counts", "lpt_pack_distinct", "pack_pairs_distinct", "swap_improve", "bin_loads", "pair_count_search"]
 
 
 def expand_counts(weight: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +60,25 @@ def lpt_pack_distinct(sizes: np.ndarray, labels: np.ndarray, num_bins: int) -> n
         load[r, b] += sizes[r, it]
         fill[r, b] += 1
         has[r, lab, b] = True
+    return bin_of
+
+
+def pack_pairs_distinct(sizes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Two items per bin: the i-th largest with the i-th smallest (optimal for a fixed item set);
+    rows where that would put one label twice in a bin fall back to :func:`lpt_pack_distinct`.
+    sizes, labels: [X, 2m]. Returns ``bin_of`` [X, 2m] int64."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    X, R = sizes.shape
+    m = R // 2
+    order = np.argsort(-sizes, axis=1, kind="stable")
+    bin_of = np.empty((X, R), dtype=np.int64)
+    rows = np.arange(X)[:, None]
+    bin_of[rows, order[:, :m]] = np.arange(m)
+    bin_of[rows, order[:, ::-1][:, :m]] = np.arange(m)
+    lab = np.take_along_axis(labels, order, axis=1)
+    clash = (lab[:, :m] == lab[:, ::-1][:, :m]).any(axis=1)
+    if clash.any():
+        bin_of[clash] = lpt_pack_distinct(sizes[clash], labels[clash], m)
     return bin_of
 
 
@@ -153,14 +172,15 @@ def swap_improve(sizes: np.ndarray, labels: np.ndarray, bin_of: np.ndarray, num_
     return bin_of
 
 
-def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *, rounds: int = 12,
-                      donors: int = 12) -> np.ndarray:
+def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *, rounds: int = 6,
+                      donors: int = 4) -> np.ndarray:
     """Improve replica counts for two items per bin (value: heaviest pair of the sorted pairing).
 
     Each round tries, in every row, moving one replica from a donor (an item with >= 2
     replicas whose per-replica size grows least) to a recipient (the items of the heaviest pair,
-    and the lightest per-replica items, which make good partners), and keeps the best move
-    when it lowers the value. weight, counts: [X, n]. Returns counts [X, n].
+    and the lightest per-replica item, which makes good partners), and keeps the best move
+    when it lowers the value. Never returns a row worse than its start.
+    weight, counts: [X, n]. Returns counts [X, n].
     """
     w = np.asarray(weight, dtype=np.float64)
     c = np.array(counts, dtype=np.int64, copy=True)
@@ -176,8 +196,14 @@ def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *,
         order, ps = sorted_pairing(sz)
         return ps, order, lab
 
-    ps, order, lab = evaluate(w, c)
-    val = ps.max(axis=1)
+    def values(wr, cc):
+        """Heaviest pair only: sizes sorted without tracking labels. cc: [x, K, n] -> [x, K]."""
+        flat_c = cc.reshape(-1, n)
+        per = (np.repeat(wr, cc.shape[1], axis=0) / flat_c).ravel().astype(np.float32)  # ranking only
+        sz = np.sort(np.repeat(per, flat_c.ravel()).reshape(flat_c.shape[0], R), axis=1)
+        return (sz[:, : R // 2] + sz[:, ::-1][:, : R // 2]).max(axis=1).reshape(cc.shape[0], cc.shape[1])
+
+    val = values(w, c[:, None, :])[:, 0]
     active = np.ones(X, dtype=bool)
     for _ in range(rounds):
         rows = rows_all[active]
@@ -190,7 +216,7 @@ def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *,
         big = lab_r[np.arange(rows.size), order_r[np.arange(rows.size), i]]
         small = lab_r[np.arange(rows.size), order_r[np.arange(rows.size), R - 1 - i]]
         per = wr / cr
-        light = np.argsort(per, axis=1)[:, :2]
+        light = per.argmin(axis=1)[:, None]
         rec = np.concatenate([big[:, None], small[:, None], light], axis=1)  # [x, 4]
         grow = np.where(cr >= 2, wr / np.maximum(cr - 1, 1), np.inf)
         don = np.argsort(grow, axis=1)[:, :donors]  # [x, D]
@@ -203,14 +229,18 @@ def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *,
         trial[xi, di, qi, rec[:, None, :]] += 1
         ok = (trial.min(axis=3) >= 1) & (trial.max(axis=3) <= max_count) & (don[:, :, None] != rec[:, None, :])
         trial = np.where(ok[..., None], trial, cr[:, None, None, :])
-        tv = evaluate(wr, trial.reshape(rows.size, D * Q, n))[0].max(axis=1).reshape(rows.size, D * Q)
+        tv = values(wr, trial.reshape(rows.size, D * Q, n))
         k = tv.argmin(axis=1)
         bestv = tv[np.arange(rows.size), k]
-        better = bestv < val[rows] * (1 - 1e-12)
+        better = bestv < val[rows] * (1 - 1e-6)
         active[rows[~better]] = False
         if not better.any():
             break
         rb = rows[better]
         c[rb] = trial.reshape(rows.size, D * Q, n)[better, k[better]]
         val[rb] = bestv[better]
+    # the search ranks in float32; keep the start where float64 says it was not beaten
+    c0 = np.asarray(counts, dtype=np.int64)
+    worse = pairing_value(w, c) > pairing_value(w, c0)
+    c[worse] = c0[worse]
     return c

@@ -14,8 +14,8 @@ import numpy as np
 
 from eplb.policies import PolicyOutput, register
 from eplb.topology import Topology
-from solvers import (average_bound, expand_counts, lpt_pack_distinct, optimal_counts, pair_count_search,
-                     swap_improve)
+from solvers import (average_bound, expand_counts, lpt_pack_distinct, optimal_counts, pack_pairs_distinct,
+                     pair_count_search, swap_improve)
 
 __all__ = ["balanced_plan", "replica_cap"]
 
@@ -28,8 +28,8 @@ def replica_cap(num_experts: int, topology: Topology) -> int:
     return cap if cap * num_experts >= R else R - num_experts + 1
 
 
-def balanced_plan(loads: np.ndarray, topology: Topology, *, search_rounds: int = 4,
-                  target_slack: float = 2e-4) -> tuple[np.ndarray, np.ndarray]:
+def balanced_plan(loads: np.ndarray, topology: Topology, *, search_rounds: int = 6,
+                  target_slack: float = 5e-4) -> tuple[np.ndarray, np.ndarray]:
     """loads: [L, E] float64. Returns phy2log [L, R] int64 and counts [L, E] int64.
 
     search_rounds: rounds of the count search (two slots per GPU only); target_slack: the local
@@ -41,9 +41,9 @@ def balanced_plan(loads: np.ndarray, topology: Topology, *, search_rounds: int =
     cap = replica_cap(E, topology)
     counts = optimal_counts(w, topology.num_slots, max_count=cap)
     if S == 2 and search_rounds > 0:
-        counts = pair_count_search(w, counts, cap, rounds=search_rounds, donors=6)
+        counts = pair_count_search(w, counts, cap, rounds=search_rounds, donors=4)
     labels, sizes = expand_counts(w, counts)
-    bin_of = lpt_pack_distinct(sizes, labels, G)
+    bin_of = pack_pairs_distinct(sizes, labels) if S == 2 else lpt_pack_distinct(sizes, labels, G)
     bin_of = swap_improve(sizes, labels, bin_of, G, target=average_bound(w, G) * (1 + target_slack))
     phy2log = slots_from_bins(labels, bin_of)
     return phy2log, counts

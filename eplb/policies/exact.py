@@ -22,7 +22,7 @@ from eplb.errors import EplbError
 from eplb.policies import PolicyOutput, register
 from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
 from eplb.topology import Topology
-from solvers import (BACKENDS, average_bound, bin_loads, expand_counts, lpt_pack_distinct, pack_exact,
+from solvers import (BACKENDS, average_bound, expand_counts, lpt_pack_distinct, pack_exact, pack_pairs_distinct,
                      pairing_solve, replica_bound, swap_improve)
 
 __all__ = ["exact_plan", "basic_bounds"]
@@ -40,7 +40,7 @@ def basic_bounds(loads: np.ndarray, topology: Topology) -> np.ndarray:
 
 def _pack_rows(w: np.ndarray, counts: np.ndarray, G: int) -> np.ndarray:
     labels, sizes = expand_counts(w, counts)
-    bin_of = lpt_pack_distinct(sizes, labels, G)
+    bin_of = pack_pairs_distinct(sizes, labels) if labels.shape[1] == 2 * G else lpt_pack_distinct(sizes, labels, G)
     bin_of = swap_improve(sizes, labels, bin_of, G)
     return slots_from_bins(labels, bin_of)
 
