@@ -44,20 +44,30 @@ def lpt_pack_distinct(sizes: np.ndarray, labels: np.ndarray, num_bins: int) -> n
     per = R // num_bins
     n_lab = int(labels.max()) + 1 if labels.size else 1
     order = np.argsort(-sizes, axis=1, kind="stable")
+    s_sorted = np.take_along_axis(sizes, order, axis=1)
+    l_sorted = np.take_along_axis(labels, order, axis=1)
     load = np.zeros((X, num_bins))
     fill = np.zeros((X, num_bins), dtype=np.int64)
     has = np.zeros((X, n_lab, num_bins), dtype=bool)
     bin_of = np.empty((X, R), dtype=np.int64)
     r = np.arange(X)
-    for k in range(R):
-        it = order[:, k]
-        lab = labels[r, it]
+    # the first num_bins items each open an empty bin, in order
+    first = min(num_bins, R)
+    bin_of[r[:, None], order[:, :first]] = np.arange(first)
+    load[:, :first] = s_sorted[:, :first]
+    fill[:, :first] = 1
+    has[r[:, None], l_sorted[:, :first], np.arange(first)[None, :]] = True
+    full = np.full((X, num_bins), np.inf)
+    for k in range(first, R):
+        lab = l_sorted[:, k]
         room = fill < per
         ok = room & ~has[r, lab]
-        ok = np.where(ok.any(axis=1, keepdims=True), ok, room)
-        b = np.where(ok, load, np.inf).argmin(axis=1)
-        bin_of[r, it] = b
-        load[r, b] += sizes[r, it]
+        b = np.where(ok, load, full).argmin(axis=1)
+        stuck = ~ok[r, b]
+        if stuck.any():  # every bin with room holds this label: give up distinctness there
+            b[stuck] = np.where(room[stuck], load[stuck], full[stuck]).argmin(axis=1)
+        bin_of[r, order[:, k]] = b
+        load[r, b] += s_sorted[:, k]
         fill[r, b] += 1
         has[r, lab, b] = True
     return bin_of

@@ -118,10 +118,12 @@ def pair_counts_feasible(weight: np.ndarray, num_bins: int, T: float, *, max_cou
 
 
 def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
-                            max_count: int | None = None) -> bool:
+                            max_count: int | None = None, rounded: bool = False):
     """LP relaxation of :func:`pair_counts_feasible`: every count vector satisfying (*) is a
     point of this LP, so an infeasible LP proves that no count vector reaches T.
-    weight: [n]. Returns False only when that is proven."""
+    weight: [n]. Returns False only when that is proven; with ``rounded``, returns
+    (feasible, counts [n] or None): the LP point rounded to the likeliest count per item
+    (not necessarily summing to the slot count)."""
     from scipy.optimize import linprog
 
     w = np.asarray(weight, dtype=np.float64)
@@ -129,11 +131,35 @@ def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
     cap = N if max_count is None else int(max_count)
     ch = _choices(w, num_bins, T, cap)
     if ch is None:
-        return False
+        return (False, None) if rounded else False
     items, ks, A_ub, b_ub, A_eq, b_eq = ch
     res = linprog(np.zeros(items.size), A_ub=A_ub if b_ub.size else None, b_ub=b_ub if b_ub.size else None,
                   A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
-    return res.status != 2
+    ok = res.status != 2
+    if not rounded:
+        return ok
+    if res.status != 0 or res.x is None:
+        return ok, None
+    # per item, the choice with the largest LP weight
+    order = np.lexsort((-res.x, items))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = items[order][1:] != items[order][:-1]
+    counts = np.ones(w.size, dtype=np.int64)
+    counts[items[order][first]] = ks[order][first]
+    return ok, counts
+
+
+def _fit_total(w: np.ndarray, counts: np.ndarray, N: int, cap: int) -> np.ndarray:
+    """Adjust counts to sum to N: add replicas to the items with the largest per-replica size,
+    remove them where the per-replica size grows least."""
+    c = np.clip(counts, 1, cap).astype(np.int64)
+    while c.sum() < N:
+        per = np.where(c < cap, w / c, -np.inf)
+        c[int(per.argmax())] += 1
+    while c.sum() > N:
+        grow = np.where(c > 1, w / np.maximum(c - 1, 1), np.inf)
+        c[int(grow.argmin())] -= 1
+    return c
 
 
 @dataclass(frozen=True)
@@ -183,19 +209,29 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     if v < best_v:
         best_v, best_c = v, c
     hi = best_v  # the LP is feasible here
+    step = 0.0  # duration of the last LP: do not start one that cannot finish in time
     while hi > lo * (1 + tol) and hi > 0:
-        if time.perf_counter() - start >= time_limit:
+        if time.perf_counter() - start + step >= time_limit:
             break
         mid = 0.5 * (lo + hi)
-        if pair_counts_lp_feasible(w, num_bins, mid, max_count=cap):
+        t_step = time.perf_counter()
+        ok, c = pair_counts_lp_feasible(w, num_bins, mid, max_count=cap, rounded=True)
+        if ok:
             hi = mid
+            if c is not None:  # a plan near the LP point: fix the slot total, then search
+                c = _fit_total(w, c, N, cap)
+                c = pair_count_search(w[None, :], c[None, :], cap, rounds=20, donors=8)[0]
+                v = float(pairing_value(w[None, :], c[None, :])[0])
+                if v < best_v:
+                    best_v, best_c = v, c
         else:
             lo = mid
+        step = time.perf_counter() - t_step
     # the integer program closes what the LP leaves open, while time remains
     hi = best_v
     while hi > lo * (1 + tol) and hi > 0:
         left = time_limit - (time.perf_counter() - start)
-        if left <= 0.01:
+        if left <= 0.2:
             break
         mid = 0.5 * (lo + hi)
         ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=left)

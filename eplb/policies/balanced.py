@@ -44,7 +44,10 @@ def balanced_plan(loads: np.ndarray, topology: Topology, *, search_rounds: int =
         counts = pair_count_search(w, counts, cap, rounds=search_rounds, donors=4)
     labels, sizes = expand_counts(w, counts)
     bin_of = pack_pairs_distinct(sizes, labels) if S == 2 else lpt_pack_distinct(sizes, labels, G)
-    bin_of = swap_improve(sizes, labels, bin_of, G, target=average_bound(w, G) * (1 + target_slack))
+    target = average_bound(w, G) * (1 + target_slack)
+    # a cheap pass with few partner GPUs, then a wider one from where it stopped
+    bin_of = swap_improve(sizes, labels, bin_of, G, target=target, light_bins=4)
+    bin_of = swap_improve(sizes, labels, bin_of, G, target=target, light_bins=8)
     phy2log = slots_from_bins(labels, bin_of)
     return phy2log, counts
 
