@@ -76,3 +76,12 @@ def test_auto_previous_needs_migration_module(monkeypatch):
     p = eplb.place(loads, topo, "auto", previous=prev)
     assert seen["tolerance"] == 0.01 and seen["previous"] is prev
     assert np.array_equal(p.phy2log, seen["fresh"].phy2log)
+
+
+def test_auto_reports_bound_and_gap():
+    loads = np.random.default_rng(4).lognormal(0, 1, (3, 16)) * 10
+    topo = eplb.Topology(2, 2, 5)
+    p = eplb.place(loads, topo, "auto")
+    ev = eplb.evaluate(p, loads)
+    assert np.allclose(p.info["gap"], ev.max / np.array(p.info["bound"]))
+    assert np.all(np.array(p.info["bound"]) >= ev.lower_bound - 1e-9)

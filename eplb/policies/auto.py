@@ -30,7 +30,8 @@ DEFAULT_TOLERANCE = 0.01
 
 def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
               tie_order: str = "auto") -> tuple[np.ndarray, dict]:
-    """loads: [L, E]. Returns phy2log [L, R] and info (which method won each layer)."""
+    """loads: [L, E]. Returns phy2log [L, R] and info: which method won how many layers, and per
+    layer the certified lower bound (``bound``) and ``gap`` = hottest GPU / bound."""
     start = time.perf_counter()
     w = np.asarray(loads, dtype=np.float64)
     G = topology.num_gpus
@@ -56,6 +57,10 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
                                        workers=workers)
                 phy2log = p2l
                 info["exact_layers"] = int(todo.size)
+    bound = basic_bounds(w, topology)
+    gap = _gpu_max(w, phy2log, G) / np.where(bound > 0, bound, 1.0)
+    info["bound"] = bound.tolist()
+    info["gap"] = np.where(bound > 0, gap, 1.0).tolist()
     return phy2log, info
 
 
