@@ -177,12 +177,13 @@ class PairingResult:
 
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
                   max_count: int | None = None, lower: float | None = None, tol: float = 1e-3,
-                  time_limit: float = 2.0) -> PairingResult:
+                  target: float | None = 5e-3, time_limit: float = 2.0) -> PairingResult:
     """Near-optimal counts for two items per bin, with a certified lower bound.
 
     weight: [n] float64; num_bins: m (2m >= n slots); counts0: [n] a known count vector (e.g. a
     heuristic's) used as the starting upper bound; lower: a known lower bound; tol: stop when
-    the bracket is this tight (relative); time_limit: seconds for the whole search (the answer
+    the bracket is this tight (relative); target: the first threshold tried is the start
+    value / (1 + target), which settles "within target" in one step; time_limit: seconds for the whole search (the answer
     is then feasible but the bound looser).
     """
     start = time.perf_counter()
@@ -210,10 +211,13 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
         best_v, best_c = v, c
     hi = best_v  # the LP is feasible here
     step = 0.0  # duration of the last LP: do not start one that cannot finish in time
+    first = target is not None and best_v / (1 + target) > lo
     while hi > lo * (1 + tol) and hi > 0:
         if time.perf_counter() - start + step >= time_limit:
             break
-        mid = 0.5 * (lo + hi)
+        # first try to prove the plan within ``target`` in one step, then bisect
+        mid = best_v / (1 + target) if first else 0.5 * (lo + hi)
+        first = False
         t_step = time.perf_counter()
         ok, c = pair_counts_lp_feasible(w, num_bins, mid, max_count=cap, rounded=True)
         if ok:
