@@ -127,9 +127,20 @@ def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None
     return PolicyOutput(phy2log, info={"policy": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
 
 
-@register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS), time-limited, with proven gaps")
-def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str = "highs",
+def _highs_available() -> bool:
+    try:
+        import pulp
+
+        return bool(pulp.HiGHS(msg=False).available())
+    except Exception:  # pulp without its HiGHS interface
+        return False
+
+
+@register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS, else CBC), time-limited, with proven gaps")
+def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str | None = None,
               workers: int | None = None, tol: float = 1e-3, **_) -> PolicyOutput:
+    if backend is None:  # HiGHS needs the highspy package; CBC ships with PuLP
+        backend = "highs" if _highs_available() else "cbc"
     if backend == "cpsat":
         raise EplbError("exact-mip solves with PuLP; use backend 'highs' or 'cbc' (or method 'exact' for CP-SAT)")
     return exact(loads, topology, time_limit=time_limit, backend=backend, workers=workers, tol=tol)
