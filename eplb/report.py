@@ -48,16 +48,20 @@ class MethodResult:
 
 def compare_methods(loads, topology: Topology, methods=None, *, time_limit: float | None = None,
                     seed: int | None = None, previous=None) -> list[MethodResult]:
-    """Place ``loads`` (traces.ExpertLoads, [L, E]) on ``topology`` with each method (default all
-    of :func:`eplb.methods`) and evaluate. previous: the placement now on the GPUs (an
+    """Place ``loads`` (traces.ExpertLoads, [L, E]) on ``topology`` with each method (default: all
+    of :func:`eplb.methods` that plan from scratch, and also those that need ``previous`` when it is
+    given) and evaluate. previous: the placement now on the GPUs (an
     :class:`eplb.Placement`), for the methods that move as few experts as they can from it. A
     method rejecting the input yields a result with ``error`` set instead of raising."""
     from eplb.api import place
     from eplb.evaluate import evaluate
     from eplb.policies import describe_methods
 
+    from eplb.policies import methods as registered
+
     described = describe_methods()
-    names = list(described) if methods is None else list(methods)
+    # by default every method that plans from scratch, plus the migration-aware ones when there is a previous
+    names = (registered(standalone=previous is None) if methods is None else list(methods))
     for m in names:
         if m not in described:
             raise EplbError(f"unknown method {m!r}; choose from {', '.join(described)}")
