@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from eplb.cost import decode_rank_time, prefill_rank_time  # noqa: E402
 from eplb.dp import DEFAULTS, Batch, RankState, make_policy, simulate  # noqa: E402
 from eplb.dp.policies import BASELINES  # noqa: E402
 from solvers.assign import greedy_assign  # noqa: E402
@@ -60,19 +61,20 @@ def run_traces(paths, ranks_list, quick):
             rows = {}
             for pol in PREFILL_POLICIES:
                 t0 = time.perf_counter()
-                rows[pol] = simulate(reqs, D, "prefill", pol, policy_options={"time_limit": 0.05}).summary()
+                rows[pol] = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time).summary()
                 rows[pol]["wall"] = time.perf_counter() - t0
             lines.append(f"\n**prefill, {D} ranks** (budget {DEFAULTS['token_budget']} tokens/rank/step, "
                          f"load {DEFAULTS['load']}; loaded steps: {rows['round_robin']['tokens_max_over_mean']['steps']} "
                          f"of {rows['round_robin']['busy_steps']} busy for round robin)\n")
             lines.append("| policy | tokens max/mean: mean / p99 | attention max/mean: mean / p99 | "
-                         "all busy steps: tokens / attention (mean) | TTFT steps p50 / p99 | steps |")
-            lines.append("|---|---|---|---|---|---|")
+                         "all busy steps: tokens / attention (mean) | TTFT steps p50 / p99 | steps | H800 model s |")
+            lines.append("|---|---|---|---|---|---|---|")
             for pol, r in rows.items():
                 lines.append(f"| {pol} | {_fmt(r['tokens_max_over_mean'])} | {_fmt(r['attention_max_over_mean'])} | "
                              f"{r['tokens_max_over_mean']['all_steps']['mean']:.3f} / "
                              f"{r['attention_max_over_mean']['all_steps']['mean']:.3f} | "
-                             f"{r['ttft_steps']['p50']:.0f} / {r['ttft_steps']['p99']:.0f} | {r['steps']} |")
+                             f"{r['ttft_steps']['p50']:.0f} / {r['ttft_steps']['p99']:.0f} | {r['steps']} | "
+                             f"{r['seconds']:.1f} |")
             rr, ours = rows["round_robin"], rows["balanced"]
             for axis in ("tokens", "attention"):
                 for stat in ("mean", "p99"):
@@ -85,17 +87,18 @@ def run_traces(paths, ranks_list, quick):
             for load in DECODE_LOADS:
                 rows = {}
                 for pol in DECODE_POLICIES:
-                    rows[pol] = simulate(reqs, D, "decode", pol, load=load).summary()
+                    rows[pol] = simulate(reqs, D, "decode", pol, load=load, cost_model=decode_rank_time).summary()
                 lines.append(f"\n**decode, {D} ranks, load {load}** (KV capacity {DEFAULTS['kv_capacity']} tokens, "
                              f"max batch {DEFAULTS['max_batch']}; measured over the arrival window after a warm-up of "
                              f"one mean output length: {rows['round_robin']['kv_max_over_mean']['steps']} steps)\n")
                 lines.append("| policy | KV max/mean: mean / p99 | requests max/mean: mean / p99 | mean KV use | "
-                             "TTFT steps p50 / p99 | queued | preempted | refused |")
-                lines.append("|---|---|---|---|---|---|---|---|")
+                             "TTFT steps p50 / p99 | queued | preempted | refused | H800 model s |")
+                lines.append("|---|---|---|---|---|---|---|---|---|")
                 for pol, r in rows.items():
                     lines.append(f"| {pol} | {_fmt(r['kv_max_over_mean'])} | {_fmt(r['requests_max_over_mean'])} | "
                                  f"{r['kv_usage_mean']:.2f} | {r['ttft_steps']['p50']:.0f} / "
-                                 f"{r['ttft_steps']['p99']:.0f} | {r['queued']} | {r['preempted']} | {r['refused']} |")
+                                 f"{r['ttft_steps']['p99']:.0f} | {r['queued']} | {r['preempted']} | {r['refused']} | "
+                                 f"{r['seconds']:.1f} |")
                 ours = rows["balanced"]
                 for axis in ("kv", "requests"):
                     v = ours[f"{axis}_max_over_mean"]["mean"]
@@ -103,6 +106,29 @@ def run_traces(paths, ranks_list, quick):
                     checks.append((s["name"], D, f"decode {load}",
                                    f"{axis} time-averaged max/mean <= 1.05 (best baseline {best:.3f})", v, v <= 1.05))
     return lines, checks
+
+
+def attention_budget_section(quick):
+    """The rank scheduler's attention budget, applied to every policy alike (Mooncake trace)."""
+    reqs = load_bundled_requests()
+    reqs = reqs.head(1500) if quick else reqs.tile(3)
+    B = DEFAULTS["token_budget"]
+    lines = ["", "## Prefill with an attention budget per rank and step (Mooncake, every policy alike)", "",
+             "A rank-scheduler setting, not a router: chunks are cut so that a rank's step computes at most "
+             "`k * B^2 / 2` query-key pairs (B = token budget; k = 4 allows a full chunk up to ~1.5 B deep). "
+             "Seconds from the analytic H800 model (`eplb.cost.prefill_rank_time`), the step time being the "
+             "slowest rank's.", "",
+             "| ranks | attention budget | policy | tokens max/mean (mean) | attention max/mean: mean / p99 | "
+             "TTFT p99 steps | steps | H800 model s |", "|---|---|---|---|---|---|---|---|"]
+    for D in (8, 32):
+        for k in (None, 4.0):
+            for pol in ("round_robin", "least_tokens", "balanced"):
+                r = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time,
+                             attention_budget=None if k is None else k * B * B / 2).summary()
+                lines.append(f"| {D} | {'none' if k is None else f'{k:g} B^2/2'} | {pol} | "
+                             f"{r['tokens_max_over_mean']['mean']:.3f} | {_fmt(r['attention_max_over_mean'])} | "
+                             f"{r['ttft_steps']['p99']:.0f} | {r['steps']} | {r['seconds']:.1f} |")
+    return lines
 
 
 def batch_exact(quick):
@@ -204,6 +230,7 @@ def main():
     t0 = time.perf_counter()
     lines, checks = run_traces(paths, (8, 32), args.quick)
     times = timing(args.quick)
+    lines += attention_budget_section(args.quick)
     lines += batch_exact(args.quick)
     doc = ["# DP request balancing: baselines and ours, side by side", "",
            "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py` "
@@ -218,7 +245,8 @@ def main():
     for name, D, phase, what, val, ok in checks:
         doc.append(f"| {name} | {D} | {phase} | {what} | {val:.3f} | {'yes' if ok else 'NO'} |")
     doc += ["", "## Results"] + lines
-    doc += ["", "## Decision time (this machine, one core, Python + numpy)", "",
+    doc += ["", f"## Decision time (this machine, Python + numpy; load average {os.getloadavg()[0]:.1f} on "
+                f"{os.cpu_count()} cores while measuring)", "",
             "| what | ranks | requests | time | unit |", "|---|---|---|---|---|"]
     for what, D, n, t, unit in times:
         doc.append(f"| {what} | {D} | {n} | {t:.1f} | {unit} |")

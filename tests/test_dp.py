@@ -117,6 +117,16 @@ def test_cost_model_hook(trace):
         simulate(trace, 4, "prefill", "balanced", cost_model=lambda a, t: a.sum())
 
 
+def test_cost_model_from_eplb_cost(trace):
+    from eplb.cost import decode_rank_time, prefill_rank_time
+
+    pre = simulate(trace.head(200), 4, "prefill", "balanced", cost_model=prefill_rank_time)
+    expect = np.array([prefill_rank_time(a, t).max() for a, t in zip(pre.attention, pre.tokens)])
+    assert np.allclose(pre.step_seconds, expect) and (expect > 0).all()
+    dec = simulate(trace.head(200), 4, "decode", "balanced", cost_model=decode_rank_time)
+    assert dec.summary()["tokens_per_second"] > 0
+
+
 def test_bad_options(trace):
     with pytest.raises(EplbError, match="phase"):
         simulate(trace, 4, "both")
@@ -142,3 +152,41 @@ def test_cli_decode_and_errors(capsys, tmp_path):
     assert main(["dp", "--requests", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["dp", "--ranks", "0"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_decode_online_rule_matches_the_sum_of_squares_definition():
+    rng = np.random.default_rng(7)
+    pol = make_policy("balanced")
+    D = 6
+    for _ in range(200):
+        st = RankState.empty("decode", D, kv_capacity=4e5, max_batch=64.0, mean_output=300.0)
+        st.tokens[:] = rng.uniform(0, 4e5, D)
+        st.running[:] = rng.integers(0, 64, D)
+        st.waiting[:] = rng.integers(0, 2, D)
+        x = float(rng.integers(1, 60000))
+        kv, cnt = st.tokens.copy(), (st.waiting + st.running).astype(float)
+        km, nm = (kv.sum() + x) / D, (cnt.sum() + 1) / D
+        cost = np.empty(D)
+        for r in range(D):
+            k2, c2 = kv.copy(), cnt.copy()
+            k2[r] += x
+            c2[r] += 1
+            cost[r] = ((k2 / km) ** 2 + (c2 / nm) ** 2).sum()
+        ok = ((kv + x <= 4e5 - 300.0) | (cnt < cnt.mean())) & (cnt + 1 <= 64)
+        if ok.any():
+            cost[~ok] = np.inf
+        got = int(pol.assign(st, Batch(np.array([x]), np.array([0]), np.array([x])))[0])
+        assert cost[got] <= cost.min() * (1 + 1e-9)
+
+
+def test_attention_budget_caps_every_rank_step(trace):
+    budget = 4 * 8192 * 8192 / 2
+    for policy in ("round_robin", "balanced"):
+        res = simulate(trace, 4, "prefill", policy, token_budget=8192, attention_budget=budget)
+        over = res.attention > budget
+        # only a rank forced to make progress (one token, nothing else) may exceed it
+        assert (res.tokens[over] == 1).all()
+        assert res.tokens.sum() == trace.new_tokens.sum()
+        assert res.attention.sum() == pytest.approx(attention_pairs(trace.new_tokens, trace.cached).sum(), rel=1e-9)
+    with pytest.raises(EplbError, match="attention_budget"):
+        simulate(trace, 4, "prefill", attention_budget=0)

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help=f"run {', '.join(COMPARE_POLICIES)} side by side")
     p.add_argument("--token-budget", type=int, default=DEFAULTS["token_budget"],
                    help="prefill tokens per rank per step (default %(default)s)")
+    p.add_argument("--attention-budget", type=float, metavar="PAIRS",
+                   help="prefill attention query-key pairs per rank per step, for every policy (default: no limit)")
     p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
@@ -45,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="requests per step with --arrival batch")
     p.add_argument("--seed", type=int, default=0, help="seed of Poisson arrivals (default 0)")
     p.add_argument("--time-limit", type=float, default=0.05, help="CP-SAT seconds per batch for --policy exact")
+    p.add_argument("--cost-model", choices=["none", "h800"], default="none",
+                   help="h800: step seconds from the analytic DeepSeek-V3 H800 cost model (eplb.cost), adding "
+                        "seconds and tokens_per_second to each row")
     p.add_argument("--output", "-o", metavar="FILE", help="write the JSON here instead of stdout")
     p.set_defaults(func=run)
 
@@ -61,15 +66,21 @@ def run(args) -> int:
     reqs = reqs.tile(args.repeat)
     options = dict(token_budget=args.token_budget, kv_capacity=args.kv_capacity, max_batch=args.max_batch,
                    load=args.load, rate=args.rate, arrival=args.arrival, batch_size=args.batch_size,
-                   seed=args.seed)
+                   seed=args.seed, attention_budget=args.attention_budget)
+    cost = None
+    if args.cost_model == "h800":
+        from eplb.cost import decode_rank_time, prefill_rank_time
+
+        cost = prefill_rank_time if args.phase == "prefill" else decode_rank_time
     if args.compare:
-        out = compare(reqs, args.ranks, args.phase, **options)
+        out = compare(reqs, args.ranks, args.phase, cost_model=cost, **options)
     else:
         name = args.policy or DEFAULT_POLICY
         res = simulate(reqs, args.ranks, args.phase, name,
-                       policy_options={"time_limit": args.time_limit} if name == "exact" else None, **options)
+                       policy_options={"time_limit": args.time_limit} if name == "exact" else None,
+                       cost_model=cost, **options)
         out = {"default": DEFAULT_POLICY, "policies": [res.summary()]}
     out["trace"] = reqs.summary()
-    out["settings"] = {"ranks": args.ranks, "phase": args.phase, **options}
+    out["settings"] = {"ranks": args.ranks, "phase": args.phase, "cost_model": args.cost_model, **options}
     emit(json.dumps(out, indent=1), args.output)
     return 0

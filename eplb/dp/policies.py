@@ -263,27 +263,50 @@ class BalancedOnline(Policy):
 def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
     """Decode: each request (largest prompt first) to the rank where it raises the sum over ranks of
     squared normalized (KV, request count) the least, among ranks where it fits with its expected
-    growth; this sends long prompts to ranks short of KV and short ones to ranks short of requests."""
-    kv = state.tokens.astype(np.float64).copy()
-    cnt = (state.waiting + state.running).astype(np.float64)
+    growth; this sends long prompts to ranks short of KV and short ones to ranks short of requests.
+    A rank holding fewer requests than the mean stays eligible even when its KV is tight (it admits
+    the request as soon as one of its fewer, longer requests leaves)."""
     D = state.num_ranks
+    B = len(batch)
+    if B == 1:  # the online router's path: few numpy operations over [D]
+        x = float(batch.prompt[0])
+        kv = state.tokens
+        cnt = state.waiting + state.running
+        ksum = float(kv.sum()) + x
+        csum = float(cnt.sum()) + 1.0
+        # marginal sum of squares up to terms equal on every rank: 2*x*kv/km^2 + 2*cnt/nm^2
+        score = kv * (x * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
+        fits = ((kv <= state.kv_capacity - state.mean_output - x) | (cnt * D < csum - 1.0)) & (cnt < state.max_batch)
+        if not fits.all() and fits.any():
+            score[~fits] = np.inf
+        return np.array([score.argmin()], dtype=np.int64)
+    kv = state.tokens.astype(np.float64)            # a fresh array
+    cnt = (state.waiting + state.running).astype(np.float64)
     prompts = batch.prompt.astype(np.float64)
-    kv_mean = max(1.0, (kv.sum() + prompts.sum()) / D)
-    n_mean = max(1.0, (cnt.sum() + len(batch)) / D)
+    km = max(1.0, (float(kv.sum()) + float(prompts.sum())) / D)
+    nm = max(1.0, (float(cnt.sum()) + B) / D)
+    inv_k = 1.0 / (km * km)
+    base_n = (2.0 * cnt + 1.0) * (1.0 / (nm * nm))
     room_kv = state.kv_capacity - state.mean_output
-    out = np.empty(len(batch), dtype=np.int64)
-    for j in np.argsort(-prompts, kind="stable"):
-        x = prompts[j]
-        score = (2.0 * kv * x + x * x) / (kv_mean * kv_mean) + (2.0 * cnt + 1.0) / (n_mean * n_mean)
-        # a rank short of requests stays eligible even when its KV is tight: it will admit the
-        # request as soon as one of its (fewer, longer) requests leaves
-        fits = ((kv + x <= room_kv) | (cnt < cnt.mean())) & (cnt + 1 <= state.max_batch)
-        if fits.any() and not fits.all():
-            score = np.where(fits, score, np.inf)
-        r = int(np.argmin(score))
+    cnt_mean = float(cnt.mean())
+    short = cnt < cnt_mean
+    batch_ok = cnt + 1.0 <= state.max_batch
+    out = np.empty(B, dtype=np.int64)
+    order = np.argsort(-prompts, kind="stable") if B > 1 else (0,)
+    for j in order:
+        x = float(prompts[j])
+        score = (2.0 * kv + x) * (x * inv_k) + base_n
+        fits = ((kv <= room_kv - x) | short) & batch_ok
+        if not fits.all() and fits.any():
+            score[~fits] = np.inf
+        r = int(score.argmin())
         out[j] = r
-        kv[r] += x
-        cnt[r] += 1
+        if B > 1:
+            kv[r] += x
+            cnt[r] += 1.0
+            base_n[r] = (2.0 * cnt[r] + 1.0) / (nm * nm)
+            short[r] = cnt[r] < cnt_mean
+            batch_ok[r] = cnt[r] + 1.0 <= state.max_batch
     return out
 
 
@@ -306,10 +329,12 @@ class Balanced(BalancedOnline):
         the step; new_tokens, cached: [Q] of the queue head. Returns (queue index, rank, chunk)
         triples; stops when no budget is left.
         """
-        left = left.astype(np.float64).copy()
-        att = att.astype(np.float64).copy()
-        tok = tok.astype(np.float64).copy()
+        left = left.astype(np.float64)  # fresh copies
+        att = att.astype(np.float64)
+        tok = tok.astype(np.float64)
         D = len(left)
+        att_sum, tok_sum = float(att.sum()), float(tok.sum())
+        att_max, tok_max = float(att.max()), float(tok.max())
         out = []
         for j in range(len(new_tokens)):
             open_ = left > 0
@@ -318,22 +343,25 @@ class Balanced(BalancedOnline):
             n = float(new_tokens[j])
             p = float(cached[j])
             c = np.minimum(n, left)
-            a = c * p + c * (c + 1.0) / 2.0
-            att2 = att + a
-            tok2 = tok + c
-            a_mean = max(1.0, (att.sum() + a.max()) / D)
-            t_mean = max(1.0, (tok.sum() + c.max()) / D)
-            peak = np.maximum(att2 / a_mean, tok2 / t_mean)
-            # a rank's other entries stay as they are: compare the step's resulting L-inf
-            score = np.maximum(peak, max(float((att / a_mean).max()), float((tok / t_mean).max())))
-            score = np.where(open_, score, np.inf)
-            best = score.min()
-            ties = np.flatnonzero(score <= best * (1 + 1e-12))
-            r = int(ties[np.argmax(left[ties])]) if len(ties) > 1 else int(ties[0])
-            out.append((j, r, int(c[r])))
-            left[r] -= c[r]
-            att[r] += a[r]
-            tok[r] += c[r]
+            a = c * (p + (c + 1.0) * 0.5)
+            a_mean = max(1.0, (att_sum + float(a.max())) / D)
+            t_mean = max(1.0, (tok_sum + float(c.max())) / D)
+            peak = np.maximum((att + a) * (1.0 / a_mean), (tok + c) * (1.0 / t_mean))
+            peak[~open_] = np.inf
+            # the step's L-inf after binding: max(peak of the chosen rank, the current maximum)
+            top = max(att_max / a_mean, tok_max / t_mean)
+            best = max(float(peak.min()), top)
+            ties = peak <= best * (1 + 1e-12)
+            r = int(np.argmax(np.where(ties, left, -1.0)))
+            cr, ar = float(c[r]), float(a[r])
+            out.append((j, r, int(cr)))
+            left[r] -= cr
+            att[r] += ar
+            tok[r] += cr
+            att_sum += ar
+            tok_sum += cr
+            att_max = max(att_max, float(att[r]))
+            tok_max = max(tok_max, float(tok[r]))
         return out
 
 

@@ -30,9 +30,11 @@ to the step that computes the request's last prompt token (prefill) or its first
 (decode), both inclusive, so a request served in its arrival step has TTFT 1.
 
 A cost model, when given, maps per-rank step work to seconds: a callable ``cost(a, b)`` with
-``a, b: [S, D] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
-decode, returning ``[S, D]`` seconds; the step time is the maximum over ranks. Without it the
-results are in steps only.
+``a, b: [R] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
+decode, one entry per (step, rank), returning ``[R]`` seconds (each rank's time depends on its own
+work only; the simulator calls it once on all steps and ranks flattened). The step time is the
+maximum over ranks. ``eplb.cost.prefill_rank_time`` and ``eplb.cost.decode_rank_time`` fit this
+hook. Without it the results are in steps only.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ __all__ = [
     "simulate",
 ]
 
-#: per-rank step work -> seconds, arrays [S, D] -> [S, D]
+#: per-rank step work -> seconds: (a [R], b [R]) -> [R], elementwise over ranks
 CostModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Defaults of :func:`simulate`.
@@ -235,16 +237,33 @@ def arrival_steps(requests: Requests, rate: float, arrival: str = "auto", batch_
 
 
 def _check_cost(cost_model, a, b):
+    """Step seconds [S]: the cost model on every (step, rank) at once (flattened), max over ranks."""
     if cost_model is None:
         return None
-    sec = np.asarray(cost_model(a, b), dtype=np.float64)
-    if sec.shape != a.shape:
-        raise EplbError(f"cost model returned shape {sec.shape}; it must map [S, D] arrays to [S, D] seconds")
-    return sec.max(axis=1) if sec.size else np.zeros(0)
+    if a.size == 0:
+        return np.zeros(0)
+    sec = np.asarray(cost_model(a.reshape(-1), b.reshape(-1)), dtype=np.float64)
+    if sec.shape != (a.size,):
+        raise EplbError(f"cost model returned shape {sec.shape}; it must map two [R] arrays of per-rank work "
+                        f"to [R] seconds (here R = {a.size})")
+    if not np.isfinite(sec).all() or (sec < 0).any():
+        raise EplbError("cost model returned negative or non-finite seconds")
+    return sec.reshape(a.shape).max(axis=1)
+
+
+def _att_chunk(ctx: float, a_left: float) -> int:
+    """Largest chunk c with ``c*ctx + c*(c+1)/2 <= a_left``."""
+    if a_left <= 0:
+        return 0
+    b = ctx + 0.5
+    c = int(np.floor(-b + np.sqrt(b * b + 2.0 * a_left)))
+    while c > 0 and c * ctx + c * (c + 1) / 2.0 > a_left:
+        c -= 1
+    return max(c, 0)
 
 
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
-                      cost_model) -> SimResult:
+                      cost_model, attention_budget: float | None = None) -> SimResult:
     N = len(req)
     n_all = req.new_tokens.astype(np.int64)
     p_all = req.cached.astype(np.int64)
@@ -301,6 +320,12 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 item = q[0]
                 i, rem, ctx = item
                 c = rem if rem < left else left
+                if attention_budget is not None:
+                    c = min(c, _att_chunk(ctx, attention_budget - att[r]))
+                    if c == 0:
+                        if att[r] > 0:
+                            break
+                        c = 1  # a rank always makes progress
                 a = c * ctx + c * (c + 1) / 2.0
                 tok[r] += c
                 att[r] += a
@@ -320,8 +345,14 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                     item[2] = ctx + c
             state.tokens[r] -= tok[r]
             state.attention[r] = max(0.0, state.attention[r] - att[r])
-        while late and central and (tok < budget).any():
-            left = budget - tok
+        closed = np.zeros(ranks, dtype=bool)
+        while late and central:
+            open_ = (tok < budget) & ~closed
+            if attention_budget is not None:
+                open_ &= att < attention_budget
+            if not open_.any():
+                break
+            left = np.where(open_, budget - tok, 0.0)
             room = float(left.sum())
             head, acc = [], 0.0
             for i in central:
@@ -335,10 +366,19 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 i = int(head[j])
                 if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
                     raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
+                ctx = int(p_all[i])
+                if attention_budget is not None:
+                    c_att = _att_chunk(ctx, attention_budget - att[r])
+                    if c_att == 0 and att[r] == 0:
+                        c_att = 1
+                    if c_att < c:
+                        closed[r] = True  # its attention budget is spent after this chunk
+                        c = c_att
+                    if c == 0:
+                        continue
                 bound.add(i)
                 assignment[i] = r
                 started[i] = True
-                ctx = int(p_all[i])
                 tok[r] += c
                 att[r] += c * ctx + c * (c + 1) / 2.0
                 cnt[r] += 1
@@ -368,7 +408,8 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     return SimResult(policy.name, "prefill", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), tokens, attention, None,
                      np.array(req_rows).reshape(-1, ranks), step_seconds=sec,
-                     loaded=np.array(loaded_rows, dtype=bool), info={"token_budget": budget})
+                     loaded=np.array(loaded_rows, dtype=bool),
+                     info={"token_budget": budget, "attention_budget": attention_budget})
 
 
 def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, kv_capacity: int,
@@ -503,7 +544,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
 def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str | Policy = "balanced",
              *, token_budget: int = DEFAULTS["token_budget"], kv_capacity: int = DEFAULTS["kv_capacity"],
              max_batch: int = DEFAULTS["max_batch"], load: float = DEFAULTS["load"], rate: float | None = None,
-             arrival: str = "auto", batch_size: int = 64, seed: int = 0,
+             arrival: str = "auto", batch_size: int = 64, seed: int = 0, attention_budget: float | None = None,
              cost_model: CostModel | None = None, policy_options: dict | None = None) -> SimResult:
     """Run one policy over a request trace on ``ranks`` DP attention ranks.
 
@@ -512,8 +553,12 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
     token_budget: prefill tokens per rank per step. kv_capacity, max_batch: decode limits per rank.
     rate: requests per step; by default ``load`` times the capacity (see :func:`offered_rate`).
     arrival: ``"auto"``, ``"trace"``, ``"poisson"`` or ``"batch"`` (``batch_size`` per step).
-    seed: for Poisson arrivals. cost_model: optional ``cost(a, b)`` on [S, D] arrays -> [S, D] seconds
-    (prefill: attention pairs, tokens; decode: KV tokens, running requests).
+    attention_budget: prefill attention query-key pairs per rank per step (None: no limit), a
+    rank-scheduler setting applied to every policy alike: chunks are cut so that a rank's step stays
+    within it (a rank with nothing else always computes at least one token).
+    seed: for Poisson arrivals. cost_model: optional ``cost(a, b)``, two [R] arrays of per-rank step
+    work -> [R] seconds (prefill: attention pairs, tokens; decode: KV tokens, running requests), e.g.
+    ``eplb.cost.prefill_rank_time``.
     Returns a :class:`SimResult`; same inputs, same result.
     """
     if phase not in ("prefill", "decode"):
@@ -531,7 +576,9 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
         rate = offered_rate(requests, phase, ranks, load, token_budget, kv_capacity, max_batch)
     astep = arrival_steps(requests, rate or 1.0, arrival, batch_size, seed)
     if phase == "prefill":
-        res = _simulate_prefill(requests, pol, ranks, astep, token_budget, cost_model)
+        if attention_budget is not None and attention_budget <= 0:
+            raise EplbError(f"attention_budget must be positive query-key pairs per rank per step, got {attention_budget}")
+        res = _simulate_prefill(requests, pol, ranks, astep, token_budget, cost_model, attention_budget)
     else:
         res = _simulate_decode(requests, pol, ranks, astep, kv_capacity, max_batch, cost_model)
     res.info.update({"rate": rate, "arrival": arrival, "load": load, "trace": requests.name, "seed": seed})
