@@ -261,8 +261,9 @@ def placement_section(time_limit: float, methods: list[str]) -> list[str]:
     lines = ["## 4. In time units: predicted MoE step time per placement method", "",
              "Each bundled DeepSeek-V3 workload on its phase's published unit (prefill EP32 with 16,384 tokens per "
              "GPU; decode EP144 with 128 requests per GPU), placement computed from and evaluated on the same "
-             "statistics. MoE time = the 58 MoE layers of one step on H800; 'balanced' = perfectly even experts; 'at the "
-             "lower bound' = the heaviest GPU at eplb.lower_bound (no even-split placement of the topology does better).",
+             "statistics. MoE time = the 58 MoE layers of one step on H800; 'balanced' = perfectly even "
+             "experts; 'at the lower bound' = the heaviest GPU at eplb.lower_bound (no even-split placement "
+             "of the topology does better).",
              f"Methods: {', '.join(methods)} (time limit {time_limit:g} s each; methods that need the current "
              "placement start from DeepSeek's).", ""]
     rows, summary = [], []
