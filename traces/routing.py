@@ -55,6 +55,7 @@ __all__ = [
     "iter_routing_parquet",
     "read_sglang_per_token",
     "route",
+    "sample_step_loads",
     "sample_steps",
     "select_experts",
     "sglang_records_to_tokens",
@@ -282,7 +283,7 @@ def fit_gate(
     num_groups: int = 8,
     topk_groups: int = 4,
     topk: int = 8,
-    request_sigma: float = 0.5,
+    request_sigma: float = 1.0,
     iterations: int = 12,
     tokens: int = 8192,
     seed: int | np.random.Generator = 0,
@@ -577,3 +578,43 @@ def aggregate_routing_parquet(path, *, num_experts: int | None = None, batch_row
     layer_ids = np.array(sorted(acc), dtype=np.int64)
     arr = np.stack([np.pad(acc[l], (0, width - acc[l].size)) for l in layer_ids])
     return from_array(arr, layers=layer_ids, name=Path(path).stem, source=str(path), drop_zero_layers=False)
+
+
+# ---------------------------------------------------------------------------- per-step expert counts
+def sample_step_loads(
+    loads,
+    num_steps: int,
+    *,
+    tokens_per_step: int,
+    tokens_per_request: int,
+    request_concentration: float = 0.5,
+    topk: int = 8,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
+    """Per-step expert counts [S, L, E] float64 drawn without routing single tokens (fast).
+
+    A step holds ``tokens_per_step`` tokens in requests of ``tokens_per_request``; a request's
+    expert mix is Dirichlet around the long-window shares ``p = loads / loads.sum()`` with
+    concentration ``request_concentration * E`` (smaller: requests differ more). The step count of
+    expert e is then Poisson with a Gamma-distributed rate of the same mean and variance as the
+    sum over requests (shape ``R * p * (alpha + 1)``, alpha the Dirichlet concentration, R the
+    number of requests), i.e. a negative binomial: burstier than independent draws by the
+    request-level term. loads: [L, E].
+    """
+    arr = np.asarray(getattr(loads, "loads", loads), dtype=np.float64)
+    if arr.ndim != 2:
+        raise TraceError(f"loads must be [layers, experts], got shape {arr.shape}")
+    if num_steps <= 0 or tokens_per_step <= 0 or tokens_per_request <= 0 or request_concentration <= 0:
+        raise TraceError("num_steps, tokens_per_step, tokens_per_request and request_concentration must be positive")
+    L, E = arr.shape
+    sums = arr.sum(axis=1, keepdims=True)
+    if np.any(sums <= 0):
+        raise TraceError("every layer needs some load; drop all-zero (dense) layers first")
+    p = arr / sums
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    R = max(1.0, tokens_per_step / tokens_per_request)
+    alpha = request_concentration * E
+    mu = tokens_per_step * topk * p  # [L, E]
+    shape = np.maximum(R * p * (alpha + 1.0), 1e-9)
+    rate = rng.gamma(np.broadcast_to(shape, (num_steps, L, E)), 1.0) * (mu / shape)
+    return rng.poisson(rate).astype(np.float64)

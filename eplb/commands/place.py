@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--method", default=None, help=f"placement method (default {DEFAULT_METHOD}); one of {', '.join(methods())}")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="time budget for methods that search")
     p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
+    p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
+                   help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the placement JSON here instead of stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=run)
@@ -48,7 +50,8 @@ def summary_lines(placement, ev, loads) -> list[str]:
 def run(args) -> int:
     loads = resolve_loads(args)
     topo = resolve_topology(args)
-    placement = place(loads, topo, args.method, time_limit=args.time_limit, seed=args.seed)
+    placement = place(loads, topo, args.method, time_limit=args.time_limit, seed=args.seed,
+                      cross_node_budget=args.cross_node_budget)
     ev = evaluate(placement, loads.loads)
     placement = placement.with_info(**{"imbalance_mean": ev.summary()["imbalance_mean"],
                                        "gap_worst": ev.summary()["gap_worst"]})
