@@ -18,6 +18,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -25,6 +26,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _readable(path) -> None:
+    """Make the finished file readable by all, as a plain ``open`` would (mkstemp makes it owner-only)."""
+    os.chmod(path, 0o644)
 
 
 def emit(text: str, path: str | os.PathLike | None) -> None:

@@ -92,16 +92,22 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
     num_gpus = _check_int("num_gpus", num_gpus)
     if arr.ndim != 2:
         raise EplbError(f"weight must be [layers, experts], got shape {arr.shape}")
-    if num_gpus % num_nodes:
+    hierarchical = num_groups % num_nodes == 0
+    if num_gpus % num_nodes and hierarchical:
         raise EplbError(f"num_gpus ({num_gpus}) must be a multiple of num_nodes ({num_nodes})")
     if num_replicas % num_gpus:
         raise EplbError(
             f"num_replicas ({num_replicas}) must be a multiple of num_gpus ({num_gpus}) so every GPU gets the same slot count"
         )
     num_experts = arr.shape[1]
-    # as in the reference, groups only matter when they divide evenly over the nodes
-    groups = num_groups if num_groups % num_nodes == 0 else 1
-    topo = Topology(num_nodes, num_gpus // num_nodes, num_replicas // num_gpus, groups)
+    # as in the reference, groups only matter when they divide evenly over the nodes (hierarchical
+    # policy); otherwise the global policy ignores groups, and nodes too when GPUs do not split over them
+    if hierarchical:
+        topo = Topology(num_nodes, num_gpus // num_nodes, num_replicas // num_gpus, num_groups)
+    elif num_gpus % num_nodes:
+        topo = Topology(1, num_gpus, num_replicas // num_gpus, 1)
+    else:
+        topo = Topology(num_nodes, num_gpus // num_nodes, num_replicas // num_gpus, 1)
     placement = place(arr, topo, method, **options)
     out = (placement.phy2log, placement.log2phy, placement.logcnt)
     if is_torch:

@@ -15,7 +15,13 @@ def average_bound(weight: np.ndarray, num_bins: int) -> np.ndarray:
 
 def replica_bound(weight: np.ndarray, num_slots: int, max_count: int | None = None) -> np.ndarray:
     """The best achievable largest replica ``min over counts of max(w / count)``: some bin holds
-    that replica. weight: [X, n] -> [X]."""
+    that replica. weight: [X, n] -> [X].
+
+    With ``max_count`` (e.g. the number of bins) a count above it is worth no more than the cap:
+    some bin then holds several replicas of the item, at least ``w / max_count`` in all."""
+    n = np.asarray(weight).shape[1]
+    if max_count is not None:
+        num_slots = min(num_slots, max_count * n)
     return min_max_replica_load(weight, num_slots, max_count)
 
 

@@ -14,6 +14,8 @@ Formats (chosen by file suffix):
 - ``.npy`` (one ``[L, E]`` or ``[T, L, E]`` array) and ``.npz`` (``loads`` or ``logical_count``,
   optional ``layers``; or a single array).
 - ``.csv`` / ``.parquet``: long form with columns ``layer, expert, count``.
+- a folder: TensorRT-LLM expert statistics (``meta_info.json`` + ``rank{N}.safetensors``), or
+  SGLang ``stat`` dumps (``*.pt``, concatenated in file-name order); see :mod:`traces.engine_stats`.
 """
 from __future__ import annotations
 
@@ -200,6 +202,12 @@ def read_expert_loads(path: str | os.PathLike, *, drop_zero_layers: bool = True)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(2, f"expert-load file not found: {path}; check the path", str(path))
+    if path.is_dir():
+        from traces.engine_stats import is_trtllm_statistics, read_sglang_stat_dumps, read_trtllm_statistics
+
+        if is_trtllm_statistics(path):
+            return read_trtllm_statistics(path, drop_zero_layers=drop_zero_layers)
+        return read_sglang_stat_dumps(path, drop_zero_layers=drop_zero_layers)
     suffix = path.suffix.lower()
     if suffix == ".json":
         data, layers = _read_json(path)

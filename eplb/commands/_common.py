@@ -33,10 +33,24 @@ def add_topology_args(p: argparse.ArgumentParser, default_preset: str = "deepsee
     g.add_argument("--nodes", type=int, help="number of nodes")
     g.add_argument("--gpus-per-node", type=int, help="GPUs per node")
     g.add_argument("--slots-per-gpu", type=int, help="expert slots per GPU")
+    g.add_argument("--slots", type=int, metavar="TOTAL",
+                   help="physical expert slots per layer in total (experts + redundant), instead of --slots-per-gpu")
     g.add_argument("--groups", type=int, help="expert groups of the model (default: the preset's, else 1)")
 
 
 def resolve_topology(args, default_preset: str = "deepseek-v3-decode") -> Topology:
+    if args.slots is not None:
+        if args.slots_per_gpu is not None:
+            raise EplbError("give either --slots or --slots-per-gpu, not both")
+        if args.nodes is None or args.gpus_per_node is None:
+            raise EplbError("--slots needs --nodes and --gpus-per-node")
+        gpus = args.nodes * args.gpus_per_node
+        if gpus <= 0 or args.slots <= 0 or args.slots % gpus:
+            raise EplbError(
+                f"{args.slots} slots do not divide evenly over {gpus} GPUs; give a multiple of {gpus} "
+                "so every GPU holds the same number of experts"
+            )
+        args.slots_per_gpu = args.slots // gpus
     custom = [args.nodes, args.gpus_per_node, args.slots_per_gpu]
     if any(v is not None for v in custom):
         if args.preset:

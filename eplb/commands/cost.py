@@ -1,0 +1,121 @@
+"""``eplb cost``: predicted throughput of the published prefill/decode units and fleet economics, as JSON."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from eplb._io import emit
+from eplb.errors import EplbError
+
+COMMAND = "cost"
+
+
+def register(sub) -> None:
+    from eplb.cost.calibration import VERSIONS
+    from eplb.cost.kernels import PROFILES
+    from eplb.cost.specs import HARDWARE
+
+    p = sub.add_parser(
+        "cost", help="analytic cost model: step time, throughput per node, fleet economics (JSON)",
+        description="With no arguments: DeepSeek's published day (2025-02-27, 226.75 H800 nodes, $2/GPU-hour, "
+                    "608B input / 342B cache-hit / 168B output tokens at R1 prices) and its two published units "
+                    "(prefill EP32, decode EP144) predicted from first principles. Assumptions and sources: "
+                    "docs/cost-model.md.")
+    p.add_argument("--phase", choices=("both", "prefill", "decode"), default="both", help="units to evaluate")
+    g = p.add_argument_group("deployment")
+    g.add_argument("--hardware", choices=HARDWARE, default="h800", help="GPU type (default h800)")
+    g.add_argument("--kernels", choices=PROFILES, default="deepgemm",
+                   help="kernel efficiency curves (default deepgemm: DeepSeek's published H800 kernels)")
+    g.add_argument("--kernel-version", choices=VERSIONS, default="2025-02",
+                   help="snapshot of DeepSeek's published kernel figures (default 2025-02, the published day)")
+    g.add_argument("--tokens-per-gpu", type=float, help="prefill: new tokens per GPU per step (default 16384)")
+    g.add_argument("--requests-per-gpu", type=float,
+                   help="decode: requests per GPU (default: the most that reach --speed)")
+    g.add_argument("--speed", type=float, default=21.0, help="decode target tokens/s per user (default 21)")
+    g.add_argument("--kv-len", type=float, help="decode mean KV length (default: the day's 4989)")
+    g.add_argument("--mtp-tokens", type=float, default=1.0,
+                   help="decode tokens per request per step with multi-token prediction (default 1: none)")
+    g.add_argument("--stage-overhead-us", type=float, default=0.0,
+                   help="launch/synchronisation overhead per overlapped stage (default 0)")
+    g.add_argument("--no-overlap", action="store_true", help="run computation and communication back to back")
+    g.add_argument("--workload", metavar="NAME",
+                   help="bundled expert loads to place (with --method) for the expert-imbalance term "
+                        "(default: perfectly balanced experts)")
+    g.add_argument("--method", default="deepseek", help="placement method used with --workload (default deepseek)")
+    d = p.add_argument_group("fleet and economics")
+    d.add_argument("--gpu-hour-usd", type=float, help="GPU rental price (default 2.0)")
+    d.add_argument("--average-nodes", type=float, help="average nodes in service (default 226.75)")
+    d.add_argument("--input-tokens", type=float, help="input tokens per day (default 608e9)")
+    d.add_argument("--cache-hit-tokens", type=float, help="input tokens per day that hit the KV cache (default 342e9)")
+    d.add_argument("--output-tokens", type=float, help="output tokens per day (default 168e9)")
+    d.add_argument("--load-curve", metavar="CSV",
+                   help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the JSON here (default stdout)")
+    p.set_defaults(func=run)
+
+
+def _read_curve(path: str):
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        inp = np.array([float(r["input_tokens_per_s"]) for r in rows])
+        out = np.array([float(r["output_tokens_per_s"]) for r in rows])
+    except FileNotFoundError:
+        raise EplbError(f"load curve {path} not found") from None
+    except (KeyError, ValueError, TypeError):
+        raise EplbError(f"load curve {path} needs numeric columns input_tokens_per_s and output_tokens_per_s") from None
+    if inp.size == 0:
+        raise EplbError(f"load curve {path} has no rows")
+    return inp, out
+
+
+def _loads_for(workload: str, method: str, phase: str):
+    import eplb
+    from traces import TraceError, load_workload
+
+    try:
+        loads = load_workload(workload)
+    except TraceError as exc:
+        raise EplbError(str(exc)) from None
+    placement = eplb.place(loads, eplb.preset(f"deepseek-v3-{phase}"), method)
+    return eplb.evaluate(placement, loads.loads).gpu_loads
+
+
+def run(args) -> int:
+    from eplb.cost.economics import DAY
+    from eplb.cost.report import evaluate_day, published_decode, published_prefill
+
+    day_changes = {k: v for k, v in {
+        "gpu_hour_usd": args.gpu_hour_usd, "average_nodes": args.average_nodes, "input_tokens": args.input_tokens,
+        "cache_hit_tokens": args.cache_hit_tokens, "output_tokens": args.output_tokens}.items() if v is not None}
+    from dataclasses import replace
+
+    day = replace(DAY, **day_changes)
+    common = {"hardware": args.hardware, "kernels": args.kernels, "version": args.kernel_version,
+              "stage_overhead_us": args.stage_overhead_us, "overlap": not args.no_overlap}
+    pre = published_prefill(day, **common)
+    if args.tokens_per_gpu is not None:
+        pre = pre.with_(tokens_per_gpu=args.tokens_per_gpu)
+    dec = published_decode(day, mtp_tokens=args.mtp_tokens, **common)
+    if args.kv_len is not None:
+        dec = dec.with_(kv_len=args.kv_len)
+    speed = args.speed
+    if args.requests_per_gpu is not None:
+        dec = dec.with_(requests_per_gpu=args.requests_per_gpu)
+        speed = None
+    if speed is not None and speed <= 0:
+        raise EplbError(f"--speed must be positive, got {speed}")
+    phases = ("prefill", "decode") if args.phase == "both" else (args.phase,)
+    loads = {}
+    if args.workload:
+        for ph in phases:
+            loads[ph] = _loads_for(args.workload, args.method, ph)
+    out = evaluate_day(day, prefill=pre, decode=dec, tokens_per_s_per_user=speed,
+                       prefill_loads=loads.get("prefill"), decode_loads=loads.get("decode"),
+                       load_curve=_read_curve(args.load_curve) if args.load_curve else None, phases=phases)
+    if args.workload:
+        out["expert_loads"] = {"workload": args.workload, "method": args.method}
+    emit(json.dumps(out, indent=1), args.output)
+    return 0

@@ -1,0 +1,86 @@
+"""``eplb dp``: route requests to data-parallel attention ranks and simulate the steps."""
+from __future__ import annotations
+
+import json
+
+from eplb._io import emit
+from eplb.dp import COMPARE_POLICIES, DEFAULT_POLICY, DEFAULTS, compare, describe_policies, policies, simulate
+from eplb.errors import EplbError
+from traces.requests import DEFAULT_REQUESTS, FORMATS, load_bundled_requests, read_requests
+
+COMMAND = "dp"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "dp", help="DP request balancing: simulate routing policies on a request trace",
+        description="Simulate D data-parallel attention ranks stepping in lockstep on a request trace and "
+                    "report per-step balance (max/mean over ranks of tokens, attention, KV, requests; mean "
+                    "and p99 over measured steps), time to first token in steps and throughput. Prints "
+                    'JSON {"default": NAME, "policies": [ROW, ...]}. Policies: '
+                    + "; ".join(f"{k}: {v}" for k, v in describe_policies().items()))
+    p.add_argument("--requests", metavar="FILE",
+                   help=f"request trace: Mooncake JSONL, Azure CSV or Vidur CSV (default: bundled {DEFAULT_REQUESTS})")
+    p.add_argument("--format", choices=FORMATS, help="trace format (default: detected)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N requests")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="repeat the trace K times back to back (longer steady state; default 1)")
+    p.add_argument("--ranks", "-D", type=int, default=8, help="DP attention ranks (default 8)")
+    p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--policy", choices=policies(), help=f"one policy (default {DEFAULT_POLICY})")
+    g.add_argument("--compare", action="store_true",
+                   help=f"run {', '.join(COMPARE_POLICIES)} side by side")
+    p.add_argument("--token-budget", type=int, default=DEFAULTS["token_budget"],
+                   help="prefill tokens per rank per step (default %(default)s)")
+    p.add_argument("--attention-budget", type=float, metavar="PAIRS",
+                   help="prefill attention query-key pairs per rank per step, for every policy (default: no limit)")
+    p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
+                   help="decode KV tokens per rank (default %(default)s)")
+    p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
+                   help="decode running requests per rank (default %(default)s)")
+    p.add_argument("--load", type=float, default=DEFAULTS["load"],
+                   help="offered fraction of capacity that sets the arrival rate (default %(default)s)")
+    p.add_argument("--rate", type=float, help="requests per step instead of --load")
+    p.add_argument("--arrival", choices=["auto", "trace", "poisson", "batch"], default="auto",
+                   help="arrival process (default: trace timestamps when present, else Poisson)")
+    p.add_argument("--batch-size", type=int, default=64, help="requests per step with --arrival batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of Poisson arrivals (default 0)")
+    p.add_argument("--time-limit", type=float, default=0.05, help="CP-SAT seconds per batch for --policy exact")
+    p.add_argument("--cost-model", choices=["none", "h800"], default="none",
+                   help="h800: step seconds from the analytic DeepSeek-V3 H800 cost model (eplb.cost), adding "
+                        "seconds and tokens_per_second to each row")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the JSON here instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.ranks < 1:
+        raise EplbError("--ranks must be at least 1")
+    if args.repeat < 1:
+        raise EplbError("--repeat must be at least 1")
+    if args.requests:
+        reqs = read_requests(args.requests, format=args.format, limit=args.limit)
+    else:
+        reqs = load_bundled_requests(limit=args.limit)
+    reqs = reqs.tile(args.repeat)
+    options = dict(token_budget=args.token_budget, kv_capacity=args.kv_capacity, max_batch=args.max_batch,
+                   load=args.load, rate=args.rate, arrival=args.arrival, batch_size=args.batch_size,
+                   seed=args.seed, attention_budget=args.attention_budget)
+    cost = None
+    if args.cost_model == "h800":
+        from eplb.cost import decode_rank_time, prefill_rank_time
+
+        cost = prefill_rank_time if args.phase == "prefill" else decode_rank_time
+    if args.compare:
+        out = compare(reqs, args.ranks, args.phase, cost_model=cost, **options)
+    else:
+        name = args.policy or DEFAULT_POLICY
+        res = simulate(reqs, args.ranks, args.phase, name,
+                       policy_options={"time_limit": args.time_limit} if name == "exact" else None,
+                       cost_model=cost, **options)
+        out = {"default": DEFAULT_POLICY, "policies": [res.summary()]}
+    out["trace"] = reqs.summary()
+    out["settings"] = {"ranks": args.ranks, "phase": args.phase, "cost_model": args.cost_model, **options}
+    emit(json.dumps(out, indent=1), args.output)
+    return 0

@@ -1,0 +1,76 @@
+"""The published-day evaluation: economics reproduced from DeepSeek's inputs, and the two published units
+(prefill EP32, decode EP144) predicted from first principles, side by side with the published figures."""
+from __future__ import annotations
+
+import numpy as np
+
+from eplb.cost.economics import DAY, PublishedDay, daily_cost, daily_revenue, fleet_plan, margin
+from eplb.cost.step import (DEPLOYMENTS, Deployment, decode_throughput, layer_stages, moe_step_time,
+                            prefill_throughput)
+
+__all__ = ["PUBLISHED", "published_prefill", "published_decode", "evaluate_day"]
+
+#: DeepSeek's published day averages per H800 node (Day-6 overview).
+PUBLISHED = {"prefill_tokens_per_s_per_node": 73.7e3, "decode_tokens_per_s_per_node": 14.8e3,
+             "cost_per_day_usd": 87072.0, "revenue_per_day_usd": 562027.0, "cost_profit_margin": 5.45}
+
+
+def published_prefill(day: PublishedDay = DAY, **changes) -> Deployment:
+    """The prefill unit with the day's mean request (new tokens after a cached prefix, see
+    :meth:`PublishedDay.request_shape`) and profile-data's 16K new tokens per GPU per step."""
+    shape = day.request_shape()
+    return DEPLOYMENTS["deepseek-v3-prefill"].with_(seq_new=shape["new"], seq_prefix=shape["prefix"], **changes)
+
+
+def published_decode(day: PublishedDay = DAY, **changes) -> Deployment:
+    """The decode unit at the day's mean KV length per output token."""
+    return DEPLOYMENTS["deepseek-v3-decode"].with_(kv_len=day.kv_len_per_output_token, **changes)
+
+
+def _ratio(x: float, ref: float) -> float:
+    return x / ref if ref else float("nan")
+
+
+def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, decode: Deployment | None = None,
+                 tokens_per_s_per_user: float = 21.0, prefill_loads=None, decode_loads=None,
+                 load_curve=None, phases=("prefill", "decode")) -> dict:
+    """Everything ``eplb cost`` prints. prefill_loads / decode_loads: optional [L, W] per-GPU expert loads
+    (e.g. ``eplb.evaluate(placement, loads).gpu_loads``); load_curve: optional ([H] input tokens/s incl.
+    cache hits, [H] output tokens/s) for the fleet plan (default: the day's mean load in every hour)."""
+    rev = daily_revenue(day)
+    out = {"cost_per_day_usd": daily_cost(day), "revenue_per_day_usd": rev["total_usd"],
+           "cost_profit_margin": margin(day), "revenue": rev, "day": day.to_dict(),
+           "request_shape": day.request_shape(), "published": dict(PUBLISHED)}
+    if "prefill" in phases:
+        dep = prefill or published_prefill(day)
+        pt = prefill_throughput(dep, day.cache_hit_rate, prefill_loads)
+        st = moe_step_time(np.ones((1, dep.num_gpus)) if prefill_loads is None else prefill_loads, dep)
+        out["prefill_tokens_per_s_per_node"] = pt["tokens_per_s_per_node"]
+        out["prefill"] = {"deployment": dep.to_dict(), **pt, "stages_us_per_micro_batch": layer_stages(dep),
+                          "moe": st.summary(), "cache_hit_rate": day.cache_hit_rate,
+                          "vs_published": _ratio(pt["tokens_per_s_per_node"], PUBLISHED["prefill_tokens_per_s_per_node"])}
+    if "decode" in phases:
+        dep = decode or published_decode(day)
+        dt = decode_throughput(dep, tokens_per_s_per_user, decode_loads)
+        at = dep.with_(requests_per_gpu=dt["requests_per_gpu"])
+        st = moe_step_time(np.ones((1, dep.num_gpus)) if decode_loads is None else decode_loads, at)
+        out["decode_tokens_per_s_per_node"] = dt["tokens_per_s_per_node"]
+        out["decode"] = {"deployment": at.to_dict(), "target_tokens_per_s_per_user": tokens_per_s_per_user, **dt,
+                         "stages_us_per_micro_batch": layer_stages(at), "moe": st.summary(),
+                         "vs_published": _ratio(dt["tokens_per_s_per_node"], PUBLISHED["decode_tokens_per_s_per_node"])}
+    if "prefill" in out and "decode" in out:
+        if load_curve is None:
+            inp = np.full(24, day.input_tokens / (day.hours * 3600))
+            outp = np.full(24, day.output_tokens / (day.hours * 3600))
+        else:
+            inp, outp = load_curve
+        plan = fleet_plan(inp, outp, out["prefill_tokens_per_s_per_node"], out["decode_tokens_per_s_per_node"],
+                          gpus_per_node=day.gpus_per_node, gpu_hour_usd=day.gpu_hour_usd)
+        plan["load_curve"] = "flat at the day's mean load" if load_curve is None else "given"
+        out["fleet_plan"] = plan
+        # node-hours the day's tokens need at the predicted rates, against the published average
+        need = (day.input_tokens / out["prefill_tokens_per_s_per_node"]
+                + day.output_tokens / out["decode_tokens_per_s_per_node"]) / (day.hours * 3600)
+        out["nodes_busy_equivalent"] = need
+        out["implied_utilisation"] = need / day.average_nodes
+    return out

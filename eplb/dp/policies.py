@@ -1,0 +1,406 @@
+"""Routing policies that send each arriving request to one of ``D`` data-parallel attention ranks.
+
+A policy sees the ranks' state (:class:`RankState`, arrays over ranks) and a batch of arriving
+requests (those that arrived since the last step, in arrival order) and returns one rank per
+request. Requests then stay on their rank. Online baselines decide one request at a time and update
+their own copy of the state optimistically between requests, as the engines do between load
+reports; the balanced policies decide the batch together.
+
+Baselines, as the engines implement them (scores over ranks, lowest wins):
+
+- ``round_robin``: next rank in turn (SGLang's default DP-attention method).
+- ``shortest_queue``: fewest waiting + running requests, ties to the lowest rank (SGLang
+  ``total_requests``; vLLM before its KV-aware score was ``4 * waiting + running``, see below).
+- ``least_tokens``: fewest queued tokens (prefill: prompt tokens still to compute; decode: KV tokens
+  in use plus the prompts of waiting requests), ties by request count (SGLang ``total_tokens``).
+- ``vllm``: vLLM's current internal DP load balancer
+  ``max(in_flight, waiting + running) + 6 * waiting * max(0, kv_usage - 0.5)`` with a scan start
+  that rotates by one rank per request; with one front-end and exact state ``in_flight`` equals
+  ``waiting + running``. In prefill there is no KV limit, so ``kv_usage`` is 0.
+- ``vllm_legacy``: the earlier vLLM score ``4 * waiting + running``, first lowest from rank 0.
+
+Ours:
+
+- ``balanced`` (default). Prefill: late binding. Requests wait in the router's first-come queue
+  and are bound to a rank in the step that rank has token budget left, to the rank where the
+  request's first chunk keeps that step's normalized (attention pairs, tokens) L-inf smallest; then
+  they stay. Decode: each arriving request (largest prompt first) goes to the rank where it raises
+  the sum over ranks of squared normalized (KV tokens, requests) least, skipping ranks where it
+  would not fit in the KV capacity with its expected growth (the mean output length of the
+  requests finished so far) unless they hold fewer requests than the mean, or that are at the batch
+  limit, while other ranks remain.
+- ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
+  min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
+  decode as ``balanced``.
+- ``exact``: prefill batches bound at arrival by CP-SAT on the ``balanced_online`` objective
+  (time-limited, warm-started from the greedy, never worse on the batch objective); decode as
+  ``balanced``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eplb.dp.costs import attention_pairs
+from eplb.errors import EplbError
+from solvers.assign import default_scale, exact_assign, greedy_assign
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "BASELINES",
+    "Batch",
+    "Policy",
+    "RankState",
+    "describe_policies",
+    "make_policy",
+    "policies",
+]
+
+#: The policy used when none is named.
+DEFAULT_POLICY = "balanced"
+#: Engine baselines, in the order reports list them.
+BASELINES = ("round_robin", "shortest_queue", "least_tokens", "vllm", "vllm_legacy")
+
+
+@dataclass
+class RankState:
+    """What a router knows about each rank; arrays are [D].
+
+    waiting: requests assigned but not started. running: requests started and not finished.
+    tokens: prefill: prompt tokens still to compute; decode: KV tokens in use plus the prompt
+    tokens of waiting requests. attention: prefill: attention pairs still to compute; decode: KV
+    tokens in use. kv_usage: fraction of KV capacity in use (0 in prefill). kv_capacity and
+    max_batch: per-rank limits (inf when none). mean_output: expected output length of a request.
+    """
+
+    phase: str
+    waiting: np.ndarray
+    running: np.ndarray
+    tokens: np.ndarray
+    attention: np.ndarray
+    kv_usage: np.ndarray
+    kv_capacity: float = np.inf
+    max_batch: float = np.inf
+    mean_output: float = 0.0
+
+    @classmethod
+    def empty(cls, phase: str, ranks: int, kv_capacity: float = np.inf, max_batch: float = np.inf,
+              mean_output: float = 0.0) -> "RankState":
+        z = np.zeros(ranks, dtype=np.float64)
+        return cls(phase, np.zeros(ranks, dtype=np.int64), np.zeros(ranks, dtype=np.int64), z.copy(), z.copy(),
+                   z.copy(), kv_capacity, max_batch, mean_output)
+
+    @property
+    def num_ranks(self) -> int:
+        return len(self.waiting)
+
+    def copy(self) -> "RankState":
+        return RankState(self.phase, self.waiting.copy(), self.running.copy(), self.tokens.copy(),
+                         self.attention.copy(), self.kv_usage.copy(), self.kv_capacity, self.max_batch,
+                         self.mean_output)
+
+    def add(self, rank: int, new_tokens: float, pairs: float, prompt: float) -> None:
+        """Count one more waiting request on ``rank`` (the optimistic update between reports)."""
+        self.waiting[rank] += 1
+        if self.phase == "prefill":
+            self.tokens[rank] += new_tokens
+            self.attention[rank] += pairs
+        else:
+            self.tokens[rank] += prompt
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Requests arriving together, in arrival order; arrays are [B].
+
+    new_tokens: prompt tokens to compute; cached: cached prefix tokens; prompt: prompt length
+    (the KV the request brings to a decode rank). Output lengths are not shown: a router does not
+    know them.
+    """
+
+    new_tokens: np.ndarray
+    cached: np.ndarray
+    prompt: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.new_tokens)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """[B] float64 prefill attention pairs."""
+        return attention_pairs(self.new_tokens, self.cached)
+
+
+class Policy:
+    """Base class: ``assign(state, batch) -> [B] int64 ranks``. Subclasses set ``name``."""
+
+    name = ""
+    description = ""
+    #: True: prefill requests wait in the router and are bound by :meth:`fill` step by step
+    late_binding = False
+
+    def __init__(self, **options):
+        self.options = options
+
+    def reset(self, num_ranks: int) -> None:
+        """Forget any internal state before a new run."""
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Online(Policy):
+    """One request at a time: lowest ``score`` wins; ties to the first in scan order."""
+
+    rotate = False
+    start = 0
+
+    def reset(self, num_ranks: int) -> None:
+        self.start = 0
+
+    def score(self, st: RankState, j: int, batch: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        st = state.copy()
+        D = st.num_ranks
+        out = np.empty(len(batch), dtype=np.int64)
+        pairs = batch.pairs
+        for j in range(len(batch)):
+            s = self.score(st, j, batch)
+            if self.start:
+                s = np.roll(s, -self.start)
+                r = (int(np.argmin(s)) + self.start) % D
+            else:
+                r = int(np.argmin(s))
+            if self.rotate:
+                self.start = (self.start + 1) % D
+            out[j] = r
+            st.add(r, float(batch.new_tokens[j]), float(pairs[j]), float(batch.prompt[j]))
+        return out
+
+
+class RoundRobin(Policy):
+    name = "round_robin"
+    description = "next rank in turn (SGLang default)"
+    next = 0
+
+    def reset(self, num_ranks: int) -> None:
+        self.next = 0
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        D = state.num_ranks
+        out = (self.next + np.arange(len(batch), dtype=np.int64)) % D
+        self.next = int((self.next + len(batch)) % D)
+        return out
+
+
+class ShortestQueue(_Online):
+    name = "shortest_queue"
+    description = "fewest waiting + running requests (SGLang total_requests)"
+
+    def score(self, st, j, batch):
+        return (st.waiting + st.running).astype(np.float64)
+
+
+class LeastTokens(_Online):
+    name = "least_tokens"
+    description = "fewest queued tokens, ties by requests (SGLang total_tokens)"
+
+    def score(self, st, j, batch):
+        # lexicographic on integers: tokens first, then request count (a fraction below 1)
+        n = (st.waiting + st.running).astype(np.float64)
+        return np.round(st.tokens) + n / (n.max() + 1.0)
+
+
+class Vllm(_Online):
+    name = "vllm"
+    description = "vLLM: max(in-flight, waiting+running) + 6*waiting*max(0, kv_usage-0.5), rotating start"
+    rotate = True
+
+    def score(self, st, j, batch):
+        w = st.waiting.astype(np.float64)
+        return w + st.running + 6.0 * w * np.maximum(0.0, st.kv_usage - 0.5)
+
+
+class VllmLegacy(_Online):
+    name = "vllm_legacy"
+    description = "earlier vLLM: 4*waiting + running, first lowest"
+
+    def score(self, st, j, batch):
+        return 4.0 * st.waiting + st.running
+
+
+def _sizes_base(state: RankState, batch: Batch):
+    """Two axes per phase: sizes [B, 2] and base [D, 2]."""
+    if state.phase == "prefill":
+        sizes = np.stack([batch.pairs, batch.new_tokens.astype(np.float64)], axis=1)
+        base = np.stack([state.attention, state.tokens], axis=1)
+        cap = None
+    else:
+        sizes = np.stack([batch.prompt.astype(np.float64), np.ones(len(batch))], axis=1)
+        base = np.stack([state.tokens, (state.waiting + state.running).astype(np.float64)], axis=1)
+        cap = np.array([state.kv_capacity - state.mean_output, state.max_batch], dtype=np.float64)
+        cap = np.where(np.isfinite(cap), np.maximum(cap, 0.0), 1e300)
+    return sizes, base, cap
+
+
+class BalancedOnline(Policy):
+    name = "balanced_online"
+    description = "ours, binding at arrival: 2-D min-L-inf greedy over the batch on the ranks' backlog"
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if state.phase == "decode":
+            return _decode_marginal(state, batch)
+        sizes, base, cap = _sizes_base(state, batch)
+        scale = default_scale(sizes, state.num_ranks, base)
+        return greedy_assign(sizes, state.num_ranks, base, scale, order="decreasing", capacity=cap).assign
+
+
+def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
+    """Decode: each request (largest prompt first) to the rank where it raises the sum over ranks of
+    squared normalized (KV, request count) the least, among ranks where it fits with its expected
+    growth; this sends long prompts to ranks short of KV and short ones to ranks short of requests.
+    A rank holding fewer requests than the mean stays eligible even when its KV is tight (it admits
+    the request as soon as one of its fewer, longer requests leaves)."""
+    D = state.num_ranks
+    B = len(batch)
+    if B == 1:  # the online router's path: few numpy operations over [D]
+        x = float(batch.prompt[0])
+        kv = state.tokens
+        cnt = state.waiting + state.running
+        ksum = float(kv.sum()) + x
+        csum = float(cnt.sum()) + 1.0
+        # marginal sum of squares up to terms equal on every rank: 2*x*kv/km^2 + 2*cnt/nm^2
+        score = kv * (x * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
+        fits = ((kv <= state.kv_capacity - state.mean_output - x) | (cnt * D < csum - 1.0)) & (cnt < state.max_batch)
+        if not fits.all() and fits.any():
+            score[~fits] = np.inf
+        return np.array([score.argmin()], dtype=np.int64)
+    kv = state.tokens.astype(np.float64)            # a fresh array
+    cnt = (state.waiting + state.running).astype(np.float64)
+    prompts = batch.prompt.astype(np.float64)
+    km = max(1.0, (float(kv.sum()) + float(prompts.sum())) / D)
+    nm = max(1.0, (float(cnt.sum()) + B) / D)
+    inv_k = 1.0 / (km * km)
+    base_n = (2.0 * cnt + 1.0) * (1.0 / (nm * nm))
+    room_kv = state.kv_capacity - state.mean_output
+    cnt_mean = float(cnt.mean())
+    short = cnt < cnt_mean
+    batch_ok = cnt + 1.0 <= state.max_batch
+    out = np.empty(B, dtype=np.int64)
+    order = np.argsort(-prompts, kind="stable") if B > 1 else (0,)
+    for j in order:
+        x = float(prompts[j])
+        score = (2.0 * kv + x) * (x * inv_k) + base_n
+        fits = ((kv <= room_kv - x) | short) & batch_ok
+        if not fits.all() and fits.any():
+            score[~fits] = np.inf
+        r = int(score.argmin())
+        out[j] = r
+        if B > 1:
+            kv[r] += x
+            cnt[r] += 1.0
+            base_n[r] = (2.0 * cnt[r] + 1.0) / (nm * nm)
+            short[r] = cnt[r] < cnt_mean
+            batch_ok[r] = cnt[r] + 1.0 <= state.max_batch
+    return out
+
+
+class Balanced(BalancedOnline):
+    """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
+    bound to a rank only in the step the rank has token budget left; each goes to the rank where its
+    first chunk keeps the step's normalized (attention, tokens) L-inf smallest, and then stays there.
+    Decode: as ``balanced_online``."""
+
+    name = "balanced"
+    description = ("ours (default): prefill binds queued requests at the step a rank has budget, min-L-inf "
+                   "of the step's (attention, tokens); decode balances (KV, requests) within capacity")
+    late_binding = True
+
+    def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
+             cached: np.ndarray) -> list[tuple[int, int, int]]:
+        """Bind queued requests (in queue order) to ranks for this step.
+
+        left: [D] token budget left this step; att, tok: [D] attention pairs and tokens already in
+        the step; new_tokens, cached: [Q] of the queue head. Returns (queue index, rank, chunk)
+        triples; stops when no budget is left.
+        """
+        left = left.astype(np.float64)  # fresh copies
+        att = att.astype(np.float64)
+        tok = tok.astype(np.float64)
+        D = len(left)
+        att_sum, tok_sum = float(att.sum()), float(tok.sum())
+        att_max, tok_max = float(att.max()), float(tok.max())
+        out = []
+        for j in range(len(new_tokens)):
+            open_ = left > 0
+            if not open_.any():
+                break
+            n = float(new_tokens[j])
+            p = float(cached[j])
+            c = np.minimum(n, left)
+            a = c * (p + (c + 1.0) * 0.5)
+            a_mean = max(1.0, (att_sum + float(a.max())) / D)
+            t_mean = max(1.0, (tok_sum + float(c.max())) / D)
+            peak = np.maximum((att + a) * (1.0 / a_mean), (tok + c) * (1.0 / t_mean))
+            peak[~open_] = np.inf
+            # the step's L-inf after binding: max(peak of the chosen rank, the current maximum)
+            top = max(att_max / a_mean, tok_max / t_mean)
+            best = max(float(peak.min()), top)
+            ties = peak <= best * (1 + 1e-12)
+            r = int(np.argmax(np.where(ties, left, -1.0)))
+            cr, ar = float(c[r]), float(a[r])
+            out.append((j, r, int(cr)))
+            left[r] -= cr
+            att[r] += ar
+            tok[r] += cr
+            att_sum += ar
+            tok_sum += cr
+            att_max = max(att_max, float(att[r]))
+            tok_max = max(tok_max, float(tok[r]))
+        return out
+
+
+class Exact(Policy):
+    name = "exact"
+    description = "ours: the balanced objective solved per batch by CP-SAT (time limit, default 0.05 s)"
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if state.phase == "decode":  # capacity rules are not in the CP-SAT model: use balanced's rule
+            return _decode_marginal(state, batch)
+        sizes, base, cap = _sizes_base(state, batch)
+        scale = default_scale(sizes, state.num_ranks, base)
+        res = exact_assign(sizes, state.num_ranks, base, scale,
+                           time_limit=float(self.options.get("time_limit", 0.05)), seed=0, workers=1)
+        return res.assign
+
+
+_REGISTRY: dict[str, type[Policy]] = {
+    c.name: c for c in (RoundRobin, ShortestQueue, LeastTokens, Vllm, VllmLegacy, Balanced, BalancedOnline, Exact)
+}
+
+
+def policies() -> list[str]:
+    """Names of the routing policies: baselines first, then ours."""
+    return list(_REGISTRY)
+
+
+def describe_policies() -> dict[str, str]:
+    """Policy name -> one-line description."""
+    return {k: v.description for k, v in _REGISTRY.items()}
+
+
+def make_policy(name: str, **options) -> Policy:
+    """A fresh policy object by name (see :func:`policies`)."""
+    if isinstance(name, Policy):
+        return name
+    if name not in _REGISTRY:
+        raise EplbError(f"unknown DP policy {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name](**options)
+

@@ -1,0 +1,83 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import eplb
+from eplb.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_place_with_no_arguments_writes_valid_json(capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    code, out, err = run_cli(capsys, "place")
+    assert code == 0
+    doc = json.loads(out)
+    jsonschema.validate(doc, eplb.schema())
+    assert doc["topology"]["name"] == "deepseek-v3-decode" and len(doc["layers"]) == 58
+    assert "max/mean GPU load" in err and "lower bound" in err and len(err.splitlines()) <= 24
+
+
+def test_place_then_evaluate_round_trip(capsys, tmp_path, reference):
+    out = tmp_path / "p.json"
+    code, _, _ = run_cli(capsys, "place", "--preset", "deepseek-v3-prefill", "--workload", "prefill_in512",
+                         "--method", "deepseek", "-o", str(out))
+    assert code == 0 and out.exists()
+    code, text, _ = run_cli(capsys, "evaluate", "--placement", str(out), "--json")
+    ev = json.loads(text)
+    assert code == 0 and ev["summary"]["layers"] == 58
+    # the reference's hierarchical imbalance on prefill_in512 (pinned from the reference run)
+    row = next(r for r in reference["real"] if r["workload"] == "prefill_in512" and r["preset"] == "deepseek-v3-prefill")
+    assert ev["summary"]["imbalance_mean"] == pytest.approx(row["imbalance_mean"], rel=1e-12)
+    code, text, _ = run_cli(capsys, "evaluate", "--placement", str(out), "--workload", "prefill_in512")
+    assert code == 0 and "gap to lower bound" in text
+
+
+def test_custom_topology_and_loads_file(capsys, tmp_path):
+    loads = tmp_path / "w.npy"
+    np.save(loads, np.arange(1, 33, dtype=float).reshape(2, 16))
+    code, out, _ = run_cli(capsys, "place", "--loads", str(loads), "--nodes", "2", "--gpus-per-node", "2",
+                           "--slots", "20", "--groups", "4", "--method", "deepseek", "-q")
+    doc = json.loads(out)
+    assert code == 0 and doc["topology"] == {"num_nodes": 2, "gpus_per_node": 2, "slots_per_gpu": 5, "num_groups": 4}
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["--loads", "{d}/missing.json"], "not found"),
+        ("shape", ["--loads", "{d}/bad.npy"], "expected [layers, experts]"),
+        ("nan", ["--loads", "{d}/bad.json"], "NaN"),
+        ("neg", ["--loads", "{d}/bad.json"], "negative"),
+        (None, ["--nodes", "2", "--gpus-per-node", "4", "--slots", "300"], "do not divide evenly over 8 GPUs"),
+        (None, ["--nodes", "2", "--gpus-per-node", "4", "--slots-per-gpu", "3"], "cannot hold 256 experts"),
+        (None, ["--method", "nope"], "unknown method"),
+        (None, ["--nodes", "2"], "needs all of"),
+    ],
+)
+def test_bad_input_one_line_exit_2_no_output_file(capsys, tmp_path, setup, args, message):
+    if setup == "shape":
+        np.save(tmp_path / "bad.npy", np.ones(5))
+    elif setup in ("nan", "neg"):
+        (tmp_path / "bad.json").write_text(json.dumps({"logical_count": [[1, -1 if setup == "neg" else 1e999]]})
+                                          .replace("Infinity", "NaN"))
+    out = tmp_path / "out.json"
+    code, stdout, err = run_cli(capsys, "place", *[a.format(d=tmp_path) for a in args], "-o", str(out))
+    assert code == 2 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".out.json")]
+
+
+def test_console_entry_point_exit_status(tmp_path):
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "eplb", "place", "--loads", str(tmp_path / "x.json")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith("eplb place: error:")

@@ -1,0 +1,63 @@
+"""``eplb cost`` and the predicted step time in ``eplb evaluate``."""
+import json
+
+import pytest
+
+from eplb.cli import main
+
+
+def test_cost_without_arguments(capsys):
+    assert main(["cost"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("cost_per_day_usd", "revenue_per_day_usd", "cost_profit_margin", "prefill_tokens_per_s_per_node",
+                "decode_tokens_per_s_per_node"):
+        assert isinstance(out[key], float)
+    assert out["cost_per_day_usd"] == pytest.approx(87072)
+    assert round(out["cost_profit_margin"], 2) == pytest.approx(5.46, abs=0.01)
+    assert out["decode"]["tokens_per_s_per_user"] >= 21
+    assert out["prefill"]["cache_hit_rate"] == pytest.approx(342 / 608)
+    assert out["fleet_plan"]["hours"] == 24
+
+
+def test_cost_options_and_errors(tmp_path, capsys):
+    curve = tmp_path / "curve.csv"
+    curve.write_text("input_tokens_per_s,output_tokens_per_s\n1e6,2e5\n4e6,8e5\n")
+    dest = tmp_path / "out.json"
+    assert main(["cost", "--load-curve", str(curve), "--gpu-hour-usd", "1", "-o", str(dest)]) == 0
+    out = json.loads(dest.read_text())
+    assert out["cost_per_day_usd"] == pytest.approx(87072 / 2)
+    assert out["fleet_plan"]["hours"] == 2
+    assert main(["cost", "--phase", "decode", "--requests-per-gpu", "64"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decode"]["requests_per_gpu"] == 64 and "prefill" not in out
+    assert main(["cost", "--load-curve", str(tmp_path / "missing.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "partial.json").exists()
+
+
+def test_evaluate_shows_predicted_step_time(tmp_path, capsys):
+    placement = tmp_path / "p.json"
+    assert main(["place", "--workload", "prefill_in512", "--preset", "deepseek-v3-prefill", "-q", "-o",
+                 str(placement)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--placement", str(placement)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted MoE step time (prefill" in text
+    assert main(["evaluate", "--placement", str(placement), "--json", "--phase", "decode", "--tokens-per-gpu",
+                 "64"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]
+    assert cost["phase"] == "decode" and cost["requests_per_gpu"] == 64
+    assert cost["moe_time_ms"] >= cost["balanced_moe_time_ms"] > 0
+    assert len(cost["moe_layer_time_us"]) == 58
+
+
+def test_cost_with_expert_imbalance(capsys):
+    assert main(["cost", "--phase", "decode"]) == 0
+    balanced = json.loads(capsys.readouterr().out)
+    assert main(["cost", "--phase", "decode", "--workload", "decode_in1000out1000"]) == 0
+    hot = json.loads(capsys.readouterr().out)
+    assert hot["expert_loads"] == {"workload": "decode_in1000out1000", "method": "deepseek"}
+    assert hot["decode"]["moe"]["imbalance_lost_fraction"] > 0.01
+    assert balanced["decode"]["moe"]["imbalance_lost_fraction"] == 0
+    assert hot["decode_tokens_per_s_per_node"] < balanced["decode_tokens_per_s_per_node"]
+    assert main(["cost", "--workload", "nope"]) == 2
