@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help="tokens per request in a step (default: 1 for decode workloads, else 1024)")
     g.add_argument("--request-sigma", type=float, default=1.0,
                    help="spread of the per-request logit perturbation (0 = independent tokens; default 1.0)")
+    g.add_argument("--topk", type=int, default=8, help="experts per token (default 8)")
+    g.add_argument("--topk-groups", type=int, default=4, help="expert groups a token may use (default 4)")
     g.add_argument("--fit-iterations", type=int, default=8, help="rounds fitting the gate to the loads (default 8)")
     p.add_argument("--replica-policy", default="random", choices=POLICIES,
                    help="how a token picks one replica of its expert (default random)")
@@ -71,8 +73,8 @@ def run(args) -> int:
         if tps % topo.num_gpus:
             raise EplbError(f"--tokens-per-step ({tps}) must be a multiple of the {topo.num_gpus} GPUs")
         tpr = args.tokens_per_request or (1 if decode else 1024)
-        model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=min(4, topo.num_groups),
-                         request_sigma=args.request_sigma, iterations=args.fit_iterations, seed=args.seed)
+        model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=min(args.topk_groups, topo.num_groups),
+                         topk=args.topk, request_sigma=args.request_sigma, iterations=args.fit_iterations, seed=args.seed)
         tokens = sample_steps(model, args.steps, num_gpus=topo.num_gpus, tokens_per_gpu=tps // topo.num_gpus,
                               tokens_per_request=tpr, seed=args.seed + 1)
         source = {"loads": loads.name or loads.source, "tokens_per_step": tps, "tokens_per_request": tpr,
