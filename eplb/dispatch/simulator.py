@@ -59,13 +59,18 @@ def _bitsets(gpu: np.ndarray, num_gpus: int) -> np.ndarray:
     """[T, K] destination GPUs (``num_gpus`` = padding) -> [T, B] uint8 bitsets, GPU g being bit
     g % 8 of byte g // 8 (B = ceil(W / 8))."""
     T = gpu.shape[0]
+    gpu = np.ascontiguousarray(gpu.T).T if gpu.shape[1] > 1 else gpu
     words = -(-num_gpus // 64)
     out = np.empty((T, words), dtype=np.uint64)
     ids = np.arange(num_gpus + 1)
     for w in range(words):
         table = np.where((ids >= 64 * w) & (ids < min(64 * (w + 1), num_gpus)),
                          np.left_shift(np.uint64(1), (ids % 64).astype(np.uint64)), np.uint64(0))
-        np.bitwise_or.reduce(table[gpu], axis=1, out=out[:, w])
+        cols = gpu.T  # OR over the K columns, one contiguous gather at a time
+        acc = table[cols[0]]
+        for k in range(1, cols.shape[0]):
+            acc |= table[cols[k]]
+        out[:, w] = acc
     return out.view(np.uint8).reshape(T, words * 8)[:, : -(-num_gpus // 8)]
 
 
@@ -116,13 +121,15 @@ def dispatch_layer(gpu: np.ndarray, valid: np.ndarray | None, src_gpu: np.ndarra
             received += seen.sum(axis=0)
             nodes = seen.reshape(n, N, gpn).any(axis=2)
             local += int(seen.reshape(n, N, gpn)[rows, src_node].sum())
-        touched = np.zeros(n, dtype=np.int64)
+        touched = np.zeros(n, dtype=np.int8 if N < 127 else np.int64)
+        own = nodes[rows, src_node]
         for m in range(N):
-            touched += nodes[:, m]
+            col = np.ascontiguousarray(nodes[:, m])
+            touched += col
+            rdma[m] += np.count_nonzero(col)
+        rdma -= np.bincount(src_node[own], minlength=N)
         tokens += int(np.count_nonzero(touched))
         over += int(np.count_nonzero(touched > max_nodes))
-        own = nodes[rows, src_node]
-        rdma += np.count_nonzero(nodes, axis=0) - np.bincount(src_node[own], minlength=N)
     return LayerCounts(work, received, rdma, tokens, pairs, int(received.sum()) - local, over)
 
 
