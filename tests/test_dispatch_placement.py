@@ -79,3 +79,23 @@ def test_cli_cross_node_budget(tmp_path):
                  "--cross-node-budget", "0.1", "-o", str(out), "-q"]) == 0
     p = eplb.load_placement(out)
     assert p.method == "node-aware" and p.info["cross_node_budget"] == 0.1
+
+
+def test_evaluation_modes(prefill4):
+    from eplb.dispatch import in_sample, out_of_sample, per_step
+    from traces.routing import fit_gate
+
+    topo = eplb.Topology(2, 2, 3, 2)
+    rng = np.random.default_rng(3)
+    a = rng.gamma(2.0, size=(2, 8)) * 100 + 10
+    b = a * np.exp(0.3 * rng.standard_normal(a.shape))
+    pa = eplb.place(a, topo, "deepseek-global")
+    ins = in_sample(pa, a)
+    assert ins["imbalance_mean"] == pytest.approx(eplb.evaluate(pa, a).imbalance.mean())
+    table = out_of_sample({"g": pa, "h": eplb.place(a, topo, "deepseek")}, b, reference="g")
+    assert table["g"]["no_worse_than_reference"] == 1.0
+    assert set(table["h"]) == {"imbalance_mean", "imbalance_worst", "no_worse_than_reference"}
+    model = fit_gate(a, num_groups=2, topk_groups=1, topk=2, iterations=1, tokens=500)
+    res = per_step(pa, model, num_steps=5, tokens_per_gpu=16, tokens_per_request=4, policy="two-choice")
+    assert res.expert_work.shape == (5, 2, 4)
+    assert res.expert_work.sum() == 5 * 2 * 64 * 2
