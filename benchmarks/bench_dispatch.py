@@ -123,7 +123,7 @@ def load_aware_section(placements, data, names) -> list[str]:
     for name in names:
         p = placements[name]
         base = None
-        for policy in ("random", "two-choice", "least-loaded"):
+        for policy in ("random", "two-choice", "least-loaded", "balanced"):
             t0 = time.perf_counter()
             r = simulate(p, data, policy=policy, seed=2)
             dt = time.perf_counter() - t0

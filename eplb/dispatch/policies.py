@@ -14,7 +14,12 @@ over all pairs of one layer and step:
   less expert work so far in this step and layer;
 - ``least-loaded``: load-aware: the replica whose GPU has the least expert work so far.
 
-The load-aware policies see loads in ``rounds`` snapshots: the pairs of a step, in token order,
+- ``balanced``: load-aware with the step's per-expert counts (known once the gate has run; engines
+  get them with a small all-reduce of E counters): each replicated expert's pairs are split over its
+  replicas by water-filling on the GPU loads (heaviest experts first, repeated until stable),
+  and the pairs are dealt to replicas in random order by those quotas.
+
+The online load-aware policies (two-choice, least-loaded) see loads in ``rounds`` snapshots: the pairs of a step, in token order,
 are split into that many rounds and every pair of a round sees the loads left by the previous
 rounds (as ranks that dispatch concurrently with slightly stale counts).
 """
@@ -28,7 +33,7 @@ from eplb.errors import EplbError
 
 __all__ = ["POLICIES", "LayerTables", "choose_replicas", "policies"]
 
-POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded")
+POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded", "balanced")
 
 
 def policies() -> list[str]:
@@ -92,6 +97,8 @@ def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: 
     multi = (cnt > 1) & (experts >= 0)
     if policy in ("two-choice", "least-loaded"):
         return _load_aware(tables, li, e, cnt, experts >= 0, multi, policy, rng, rounds)
+    if policy == "balanced":
+        return _balanced(tables, li, e, cnt, experts >= 0, multi, rng)
     rows, cols = np.nonzero(multi)
     if rows.size == 0:
         return out
@@ -157,4 +164,64 @@ def _load_aware(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, va
             out[a:b][rows, cols] = pick
             chosen[rows, cols] = gpus[np.arange(me.size), pick]
         load += np.bincount(chosen.ravel(), minlength=W + 1)
+    return out
+
+
+def _water_fill(base: np.ndarray, amount: float) -> np.ndarray:
+    """Split ``amount`` over bins with loads ``base`` [m], raising the lowest first. Returns [m]."""
+    order = np.sort(base)
+    m = base.size
+    level = order[-1] + amount / m
+    csum = np.cumsum(order)
+    for k in range(1, m + 1):  # fill the k lowest bins up to a common level
+        lvl = (amount + csum[k - 1]) / k
+        if k == m or lvl <= order[k]:
+            level = lvl
+            break
+    return np.maximum(level - base, 0.0)
+
+
+def _balanced(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, valid: np.ndarray,
+              multi: np.ndarray, rng: np.random.Generator, passes: int = 30) -> np.ndarray:
+    """Step-level load-aware split (see module docs). e, cnt, valid, multi: [T, K]."""
+    T, K = e.shape
+    W = tables.num_gpus
+    out = np.zeros((T, K), dtype=np.int64)
+    rows, cols = np.nonzero(multi)
+    if rows.size == 0:
+        return out
+    single = valid & ~multi
+    load = np.bincount(tables.gpu[li][e[single], 0], minlength=W).astype(np.float64)
+    me = e[rows, cols]
+    experts, counts = np.unique(me, return_counts=True)
+    experts = experts[np.argsort(-counts, kind="stable")]
+    counts = np.sort(counts)[::-1].astype(np.float64)
+    gpus = [tables.gpu[li][x, : tables.count[li][x]] for x in experts.tolist()]
+    quota = [np.zeros(g.size) for g in gpus]
+    uniq = [np.unique(g, return_inverse=True, return_counts=True) for g in gpus]
+    for _ in range(passes):
+        for i, (ug, inv, mult) in enumerate(uniq):
+            np.subtract.at(load, gpus[i], quota[i])
+            # replicas sharing a GPU share that GPU's part
+            quota[i] = (_water_fill(load[ug], counts[i]) / mult)[inv]
+            np.add.at(load, gpus[i], quota[i])
+    # integer quotas (largest remainders), cumulated per expert: [E, M]
+    M = tables.gpu.shape[2]
+    cum = np.full((tables.count.shape[1], M), np.iinfo(np.int64).max, dtype=np.int64)
+    for i, x in enumerate(experts.tolist()):
+        q = quota[i]
+        fl = np.floor(q).astype(np.int64)
+        rest = int(counts[i]) - int(fl.sum())
+        if rest > 0:
+            fl[np.argsort(-(q - fl), kind="stable")[:rest]] += 1
+        cum[x, : fl.size] = np.cumsum(fl)
+    # random rank of each pair within its expert, then the replica whose quota covers it
+    order = np.lexsort((rng.random(me.size), me))
+    E = tables.count.shape[1]
+    per = np.bincount(me, minlength=E)
+    start = np.concatenate([[0], np.cumsum(per)[:-1]])
+    rank = np.empty(me.size, dtype=np.int64)
+    rank[order] = np.arange(me.size) - start[me[order]]
+    pick = (rank[:, None] >= cum[me]).sum(axis=1)
+    out[rows, cols] = np.minimum(pick, cnt[rows, cols] - 1)
     return out
