@@ -21,6 +21,7 @@ Inside each node the usual steps follow: replica counts minimizing the largest r
 from __future__ import annotations
 
 import math
+import time
 
 import networkx as nx
 import numpy as np
@@ -87,7 +88,7 @@ def _distinct_nodes(inc: np.ndarray, node: np.ndarray, N: int) -> np.ndarray:
 
 
 def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: Topology, budget: float,
-                   max_moves: int = 400, tol: float = 1e-3) -> tuple[np.ndarray, dict]:
+                   max_moves: int = 400, tol: float = 1e-3, deadline: float = math.inf) -> tuple[np.ndarray, dict]:
     """Local search on one layer. w [E]; inc [T, E] bool; node [E] start. Returns the new node
     assignment and facts (start/final mean distinct nodes per token, node max/mean)."""
     N = topology.num_nodes
@@ -103,6 +104,8 @@ def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: T
     mean = load.mean() if load.mean() > 0 else 1.0
     size = np.bincount(node, minlength=N)
     for _ in range(max_moves):
+        if time.perf_counter() > deadline:
+            break
         h = int(load.argmax())
         if load[h] <= mean * (1 + tol):
             break
@@ -186,11 +189,12 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
 
 @register("node-aware", "balances GPUs while keeping co-selected experts on one node; knob cross_node_budget")
 def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float = 0.05, seed: int = 0,
-               sample_tokens: int = 4096, routing=None, **_) -> PolicyOutput:
+               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0, **_) -> PolicyOutput:
     """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
     token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
     experts [L, T, K] of real routed tokens for the co-activation (default: a sample of
-    ``sample_tokens`` tokens from the gate model)."""
+    ``sample_tokens`` tokens from the gate model). time_limit: seconds for the search over all
+    layers (each layer gets its share; a layer out of time keeps the moves made so far)."""
     loads = np.asarray(loads, dtype=np.float64)
     L, E = loads.shape
     budget = float(cross_node_budget)
@@ -217,14 +221,16 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
             raise EplbError(f"routing must be experts [layers={L}, tokens, top-k], got shape {routing.shape}")
     phy2log = np.empty((L, topology.num_slots), dtype=np.int64)
     facts = {"nodes_per_token_start": [], "nodes_per_token": [], "node_imbalance": []}
+    deadline = time.perf_counter() + float(time_limit)
     for l in range(L):
         w = loads[l]
         inc = _incidence(routing[l], E)
+        layer_deadline = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (L - l)
         start = _start_nodes(w, topology)
         sizes = np.bincount(start, minlength=topology.num_nodes)
         if sizes.max() > cap:
             start = (np.arange(E) * topology.num_nodes) // E
-        node, info = _balance_nodes(w, inc, start, topology, budget)
+        node, info = _balance_nodes(w, inc, start, topology, budget, deadline=layer_deadline)
         phy2log[l] = pack_nodes(w, node, topology)
         for k, v in info.items():
             facts[k].append(v)
