@@ -123,7 +123,7 @@ def load_aware_section(placements, data, names) -> list[str]:
     for name in names:
         p = placements[name]
         base = None
-        for policy in ("random", "two-choice", "least-loaded", "balanced"):
+        for policy in ("random", "two-choice", "least-loaded", "water-fill"):
             t0 = time.perf_counter()
             r = simulate(p, data, policy=policy, seed=2)
             dt = time.perf_counter() - t0
@@ -190,7 +190,7 @@ def decode_section(steps: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default="deepseek,deepseek-global,robust",
+    ap.add_argument("--methods", default="deepseek,deepseek-global,robust,auto",
                     help="placement methods to compare (comma separated)")
     ap.add_argument("--budgets", default="0,0.05,inf", help="node-aware cross-node budgets")
     ap.add_argument("--steps", type=int, default=3, help="sampled prefill steps (262,144 tokens each)")

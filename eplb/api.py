@@ -14,7 +14,7 @@ from traces import ExpertLoads, TraceError, from_array
 __all__ = ["place", "rebalance_experts", "DEFAULT_METHOD"]
 
 #: Method used when none is named.
-DEFAULT_METHOD = "deepseek"
+DEFAULT_METHOD = "auto"
 
 
 def _as_loads(loads, layers=None) -> ExpertLoads:

@@ -154,7 +154,7 @@ def test_load_aware_balances_replicated_expert():
     e = np.where(rng.random(T) < 0.5, 0, 1).astype(np.int16)[None, :, None]
     tok = RoutedTokens(e, rng.integers(0, 4, T), np.zeros(T), [0])
     rand = simulate(p, tok, policy="random").work_imbalance()[0, 0]
-    for pol in ("two-choice", "least-loaded", "balanced"):
+    for pol in ("two-choice", "least-loaded", "water-fill"):
         aware = simulate(p, tok, policy=pol).work_imbalance()[0, 0]
         assert aware < rand - 0.3
 

@@ -6,6 +6,8 @@ import sys
 from eplb.api import DEFAULT_METHOD, place
 from eplb.commands._common import add_loads_args, add_topology_args, resolve_loads, resolve_topology
 from eplb.evaluate import evaluate
+from eplb.migration import moves
+from eplb.placement import load_placement
 from eplb._io import emit
 from eplb.policies import methods
 
@@ -26,6 +28,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
     p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
                    help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
+    p.add_argument("--previous", metavar="FILE",
+                   help="placement JSON now on the GPUs: rebalance moving few expert weights (method 'migration' "
+                        "unless --method is given)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="with --previous: allowed max GPU load above a fresh plan's, per layer (default 0.01 = 1%%)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the placement JSON here instead of stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=run)
@@ -50,12 +57,18 @@ def summary_lines(placement, ev, loads) -> list[str]:
 def run(args) -> int:
     loads = resolve_loads(args)
     topo = resolve_topology(args)
-    placement = place(loads, topo, args.method, time_limit=args.time_limit, seed=args.seed,
-                      cross_node_budget=args.cross_node_budget)
+    previous = load_placement(args.previous) if getattr(args, "previous", None) else None
+    method = args.method or ("migration" if previous is not None else None)
+    extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
+    placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
+                      cross_node_budget=args.cross_node_budget, **extra)
     ev = evaluate(placement, loads.loads)
     placement = placement.with_info(**{"imbalance_mean": ev.summary()["imbalance_mean"],
                                        "gap_worst": ev.summary()["gap_worst"]})
     emit(placement.to_json(), args.output)
     if not args.quiet:
-        print("\n".join(summary_lines(placement, ev, loads)), file=sys.stderr)
+        lines = summary_lines(placement, ev, loads)
+        if previous is not None:
+            lines.append(f"  moved vs --previous: {moves(previous, placement).describe()}")
+        print("\n".join(lines), file=sys.stderr)
     return 0

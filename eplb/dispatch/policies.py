@@ -14,7 +14,7 @@ over all pairs of one layer and step:
   less expert work so far in this step and layer;
 - ``least-loaded``: load-aware: the replica whose GPU has the least expert work so far.
 
-- ``balanced``: load-aware with the step's per-expert counts (known once the gate has run; engines
+- ``water-fill``: load-aware with the step's per-expert counts (known once the gate has run; engines
   get them with a small all-reduce of E counters): each replicated expert's pairs are split over its
   replicas by water-filling on the GPU loads (heaviest experts first, repeated until stable),
   and the pairs are dealt to replicas in random order by those quotas.
@@ -33,7 +33,7 @@ from eplb.errors import EplbError
 
 __all__ = ["POLICIES", "LayerTables", "choose_replicas", "policies"]
 
-POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded", "balanced")
+POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded", "water-fill")
 
 
 def policies() -> list[str]:
@@ -97,7 +97,7 @@ def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: 
     multi = (cnt > 1) & (experts >= 0)
     if policy in ("two-choice", "least-loaded"):
         return _load_aware(tables, li, e, cnt, experts >= 0, multi, policy, rng, rounds)
-    if policy == "balanced":
+    if policy == "water-fill":
         return _balanced(tables, li, e, cnt, experts >= 0, multi, rng)
     rows, cols = np.nonzero(multi)
     if rows.size == 0:

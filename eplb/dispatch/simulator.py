@@ -28,7 +28,7 @@ from traces.routing import RoutedTokens, RoutingRows
 __all__ = ["DispatchResult", "simulate", "dispatch_layer", "HIDDEN", "DISPATCH_BYTES", "COMBINE_BYTES"]
 
 _CHUNK = 1 << 16
-LOAD_AWARE = ("two-choice", "least-loaded", "balanced")
+LOAD_AWARE = ("two-choice", "least-loaded", "water-fill")
 
 HIDDEN = 7168
 #: FP8 token (7,168 B) + one FP32 scale per 128 values (224 B), per token and destination.

@@ -1,0 +1,81 @@
+"""``auto``: the best plan within a time budget, never worse than ``deepseek`` on any layer.
+
+It runs the ``balanced`` heuristic and DeepSeek's reference on every layer and keeps, per layer,
+the plan with the lighter hottest GPU (so no layer is ever worse than the reference). It
+minimizes the hottest GPU over the whole topology: expert groups do not pin experts to nodes.
+Given a ``time_limit`` (seconds for all layers) it spends what is left on the exact solver for
+the layers still away from their lower bound. Given ``previous`` (an earlier Placement) it
+plans migration-aware: it hands its own from-scratch plan to :func:`eplb.migration.migrate`,
+which keeps slots in place within ``tolerance`` (default 1%) of that plan's max/mean.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+
+import numpy as np
+
+from eplb.errors import EplbError
+from eplb.policies import PolicyOutput, register
+from eplb.policies.balanced import balanced_plan
+from eplb.policies.deepseek import deepseek
+from eplb.policies.exact import _gpu_max, basic_bounds, exact_plan
+from eplb.topology import Topology
+
+__all__ = ["auto_plan"]
+
+#: The default max/mean tolerance of migration-aware planning.
+DEFAULT_TOLERANCE = 0.01
+
+
+def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
+              tie_order: str = "auto") -> tuple[np.ndarray, dict]:
+    """loads: [L, E]. Returns phy2log [L, R] and info: which method won how many layers, and per
+    layer the certified lower bound (``bound``) and ``gap`` = hottest GPU / bound."""
+    start = time.perf_counter()
+    w = np.asarray(loads, dtype=np.float64)
+    G = topology.num_gpus
+    ours, counts = balanced_plan(w, topology)
+    ref = deepseek(w, topology, tie_order=tie_order).phy2log
+    m_ours, m_ref = _gpu_max(w, ours, G), _gpu_max(w, ref, G)
+    use_ref = m_ref < m_ours
+    phy2log = np.where(use_ref[:, None], ref, ours)
+    info = {"policy": "auto", "chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
+    if time_limit is not None:
+        left = float(time_limit) - (time.perf_counter() - start)
+        gmax = np.minimum(m_ours, m_ref)
+        gap = gmax / np.maximum(basic_bounds(w, topology), 1e-300)
+        todo = np.nonzero(gap > 1 + 1e-3)[0]
+        if todo.size and left > 0.05:
+            workers = 4
+            per_layer = min(2.0, 0.8 * left * workers / todo.size)
+            if per_layer >= 0.05:
+                # counts of the start plan: balanced rows where it won, else the reference's
+                cnt = np.zeros_like(counts)
+                np.add.at(cnt, (np.repeat(np.arange(w.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
+                p2l, _, _ = exact_plan(w, topology, time_limit=per_layer, layers=todo, start=(phy2log, cnt),
+                                       workers=workers)
+                phy2log = p2l
+                info["exact_layers"] = int(todo.size)
+    bound = basic_bounds(w, topology)
+    gap = _gpu_max(w, phy2log, G) / np.where(bound > 0, bound, 1.0)
+    info["bound"] = bound.tolist()
+    info["gap"] = np.where(bound > 0, gap, 1.0).tolist()
+    return phy2log, info
+
+
+@register("auto", "the best plan within the time budget, never worse than deepseek on any layer (default)")
+def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float | None = None,
+         time_limit: float | None = None, tie_order: str = "auto", **_) -> PolicyOutput:
+    phy2log, info = auto_plan(loads, topology, time_limit=time_limit, tie_order=tie_order)
+    fresh = PolicyOutput(phy2log, info=info)
+    if previous is None:
+        return fresh
+    try:
+        migration = importlib.import_module("eplb.migration")
+    except ModuleNotFoundError as exc:
+        if exc.name != "eplb.migration":
+            raise
+        raise EplbError("migration-aware placement is not available") from None
+    tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    return migration.migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=time_limit)

@@ -1,0 +1,18 @@
+"""Method "migration": rebalance from the placement now on the GPUs (see :mod:`eplb.migration`)."""
+from __future__ import annotations
+
+import numpy as np
+
+from eplb.errors import EplbError
+from eplb.migration import migrate
+from eplb.placement import Placement
+from eplb.policies import PolicyOutput, register
+from eplb.topology import Topology
+
+
+@register("migration", "migration-aware: within --tolerance of a fresh plan, moving the fewest expert weights (needs previous=)")
+def migration(loads: np.ndarray, topology: Topology, previous: Placement | None = None, tolerance: float = 0.01,
+              time_limit: float | None = None, fresh: PolicyOutput | None = None, **_) -> PolicyOutput:
+    if previous is None:
+        raise EplbError("method 'migration' needs the current placement: pass previous=Placement (CLI: --previous FILE)")
+    return migrate(loads, topology, previous, tolerance=tolerance, fresh=fresh, time_limit=time_limit)

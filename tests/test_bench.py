@@ -1,0 +1,53 @@
+"""``eplb bench`` on a small selection: the table is written whole and its numbers agree with
+evaluate()."""
+import numpy as np
+import pytest
+
+import eplb
+import traces
+from eplb.cli import main
+from eplb.commands.bench import bench_rows, moved_fraction, perturb, render
+
+
+def test_perturb_is_seeded_and_small():
+    w = np.full((2, 8), 100.0)
+    a, b = perturb(w, 0.01, 3), perturb(w, 0.01, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, perturb(w, 0.01, 4))
+    assert np.all(np.abs(a / w - 1) < 0.06)
+
+
+def test_bench_rows_match_evaluate():
+    rows, _ = bench_rows(["prefill_in512"], ["deepseek-v3-prefill"], ["deepseek", "balanced"], repeat=1)
+    by = {r["method"]: r for r in rows if r["method"] in ("deepseek", "balanced")}
+    el = traces.load_workload("prefill_in512")
+    topo = eplb.preset("deepseek-v3-prefill")
+    ev = eplb.evaluate(eplb.place(el, topo, "balanced"), el.loads)
+    assert by["balanced"]["imb_mean"] == pytest.approx(ev.imbalance.mean())
+    assert by["balanced"]["worse"] == 0
+    assert by["balanced"]["imb_mean"] < by["deepseek"]["imb_mean"]
+    assert 0 < by["deepseek"]["moved"] <= 1
+    text = render(rows, {}, "eplb bench")
+    assert "| deepseek-v3-prefill | prefill_in512 | balanced |" in text
+
+
+def test_moved_fraction_counts_changed_slots():
+    topo = eplb.Topology(1, 2, 2)
+    a = eplb.Placement.from_phy2log([[0, 1, 2, 3]], topo, 4)
+    b = eplb.Placement.from_phy2log([[0, 1, 3, 2]], topo, 4)
+    assert moved_fraction(a, b) == 0.5
+
+
+def test_bench_cli_writes_file(tmp_path, capsys):
+    out = tmp_path / "r.md"
+    rc = main(["bench", "--workloads", "prefill_in512", "--presets", "deepseek-v3-decode", "--methods",
+               "deepseek,auto", "--repeat", "1", "-o", str(out)])
+    assert rc == 0
+    text = out.read_text()
+    assert text.startswith("# Placement benchmark") and "| deepseek-v3-decode | prefill_in512 | auto |" in text
+
+
+def test_bench_cli_rejects_unknown_workload(tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["bench", "--workloads", "nope", "-o", str(out)]) == 2
+    assert not out.exists()
+    assert "unknown workload" in capsys.readouterr().err
