@@ -82,9 +82,13 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), 1.0)
 
 
-def evaluate(placement: Placement, loads) -> Evaluation:
+def evaluate(placement: Placement, loads, bound=None) -> Evaluation:
     """Evaluate ``placement`` under ``loads`` [L, E] (an array or a traces.ExpertLoads with the
-    same layers)."""
+    same layers).
+
+    bound: [L], optional: a stronger certified lower bound for these loads and this topology
+    (e.g. ``placement.info["bound"]`` from the exact solver); the larger of it and the basic
+    bound is used."""
     arr = np.asarray(getattr(loads, "loads", loads), dtype=np.float64)
     if arr.ndim != 2 or arr.shape != (placement.num_layers, placement.num_experts):
         raise EplbError(
@@ -99,6 +103,11 @@ def evaluate(placement: Placement, loads) -> Evaluation:
     mean = g.mean(axis=1)
     mx = g.max(axis=1)
     lb = lower_bound(arr, t)
+    if bound is not None:
+        extra = np.asarray(bound, dtype=np.float64).reshape(-1)
+        if extra.shape != lb.shape:
+            raise EplbError(f"bound must have one value per layer ({lb.shape[0]}), got {extra.shape[0]}")
+        lb = np.maximum(lb, extra)
     return Evaluation(
         layers=placement.layers,
         gpu_loads=g,

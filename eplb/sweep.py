@@ -110,8 +110,8 @@ def grid(presets, redundancies, workloads, methods, *, ep_sizes=None, num_layers
 
     presets = list(PRESETS) if presets in (None, "all") else list(presets)
     workloads = all_workloads() if workloads in (None, "all") else list(workloads)
-    methods = all_methods() if methods in (None, "all") else list(methods)
-    known = set(all_methods())
+    methods = all_methods(standalone=True) if methods in (None, "all") else list(methods)
+    known = set(all_methods(standalone=True))
     for m in methods:
         if m not in known:
             raise EplbError(f"unknown method {m!r}; choose from {', '.join(sorted(known))}")

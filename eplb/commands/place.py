@@ -29,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
                    help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
     p.add_argument("--previous", metavar="FILE",
-                   help="placement JSON now on the GPUs: rebalance moving few expert weights (method 'migration' "
-                        "unless --method is given)")
+                   help="placement JSON now on the GPUs: rebalance moving few expert weights (the default method auto "
+                        "then keeps every layer within --tolerance of a fresh plan)")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="with --previous: allowed max GPU load above a fresh plan's, per layer (default 0.01 = 1%%)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the placement JSON here instead of stdout")
@@ -58,11 +58,11 @@ def run(args) -> int:
     loads = resolve_loads(args)
     topo = resolve_topology(args)
     previous = load_placement(args.previous) if getattr(args, "previous", None) else None
-    method = args.method or ("migration" if previous is not None else None)
+    method = args.method  # None: the default (auto), which becomes migration-aware given previous
     extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
     placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
                       cross_node_budget=args.cross_node_budget, **extra)
-    ev = evaluate(placement, loads.loads)
+    ev = evaluate(placement, loads.loads, bound=placement.info.get("bound"))
     placement = placement.with_info(**{"imbalance_mean": ev.summary()["imbalance_mean"],
                                        "gap_worst": ev.summary()["gap_worst"]})
     emit(placement.to_json(), args.output)

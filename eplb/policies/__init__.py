@@ -30,14 +30,18 @@ class PolicyOutput:
 
 
 _METHODS: dict[str, tuple[Callable[..., PolicyOutput], str]] = {}
+_NEEDS_PREVIOUS: set[str] = set()
 _loaded = False
 
 
-def register(name: str, description: str = ""):
-    """Decorator registering a placement method under ``name``."""
+def register(name: str, description: str = "", *, needs_previous: bool = False):
+    """Decorator registering a placement method under ``name``; ``needs_previous`` marks methods
+    that only rebalance an existing placement (``previous=``)."""
 
     def deco(fn):
         _METHODS[name] = (fn, description or (fn.__doc__ or "").strip().splitlines()[0])
+        if needs_previous:
+            _NEEDS_PREVIOUS.add(name)
         return fn
 
     return deco
@@ -52,10 +56,11 @@ def _load_all() -> None:
         _loaded = True
 
 
-def methods() -> list[str]:
-    """Names of all registered placement methods."""
+def methods(*, standalone: bool = False) -> list[str]:
+    """Names of the registered placement methods; ``standalone=True`` leaves out those that need a
+    previous placement (for listings that plan from scratch: bench, report, sweep)."""
     _load_all()
-    return sorted(_METHODS)
+    return sorted(m for m in _METHODS if not (standalone and m in _NEEDS_PREVIOUS))
 
 
 def describe_methods() -> dict[str, str]:

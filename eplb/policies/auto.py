@@ -71,11 +71,7 @@ def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float 
     fresh = PolicyOutput(phy2log, info=info)
     if previous is None:
         return fresh
-    try:
-        migration = importlib.import_module("eplb.migration")
-    except ModuleNotFoundError as exc:
-        if exc.name != "eplb.migration":
-            raise
-        raise EplbError("migration-aware placement is not available") from None
+    from eplb.migration import migrate  # imports eplb.policies: loaded on use
+
     tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    return migration.migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=time_limit)
+    return migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=time_limit)

@@ -10,7 +10,8 @@ from eplb.policies import PolicyOutput, register
 from eplb.topology import Topology
 
 
-@register("migration", "migration-aware: within --tolerance of a fresh plan, moving the fewest expert weights (needs previous=)")
+@register("migration", "migration-aware: within --tolerance of a fresh plan, moving the fewest expert weights (needs previous=)",
+          needs_previous=True)
 def migration(loads: np.ndarray, topology: Topology, previous: Placement | None = None, tolerance: float = 0.01,
               time_limit: float | None = None, fresh: PolicyOutput | None = None, **_) -> PolicyOutput:
     if previous is None:
