@@ -1,7 +1,11 @@
 """eplb: load balancing for Mixture-of-Experts inference serving.
 
 Expert placement (``place``, ``rebalance_experts``), evaluation with certified bounds
-(``evaluate``), the placement data model (``Placement``, ``Topology``) and the CLI ``eplb``.
+(``evaluate``), the placement data model (``Placement``, ``Topology``), migration-aware
+rebalancing (``migrate``, ``moves``), weighted splits (``optimal_shares``), the redundancy
+planner (``plan_redundancy``) and the CLI ``eplb``. Sub-packages: ``eplb.dp`` (DP request
+balancing), ``eplb.dispatch`` (token-level dispatch simulation), ``eplb.cost`` (analytic H800 cost
+model), ``eplb.formats`` (engine formats).
 """
 __version__ = "0.1.0"
 
@@ -11,6 +15,23 @@ from eplb.evaluate import Evaluation, evaluate, gpu_loads, lower_bound
 from eplb.placement import FORMAT, Placement, load_placement, schema
 from eplb.policies import describe_methods, methods
 from eplb.topology import PRESETS, Topology, preset
+
+# heavier entry points, imported on first use so `import eplb` stays light
+_LAZY = {
+    "migrate": "eplb.migration",
+    "moves": "eplb.migration",
+    "optimal_shares": "eplb.policies.weighted",
+    "plan_redundancy": "eplb.redundancy",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eplb' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -26,7 +47,11 @@ __all__ = [
     "load_placement",
     "lower_bound",
     "methods",
+    "migrate",
+    "moves",
+    "optimal_shares",
     "place",
+    "plan_redundancy",
     "preset",
     "rebalance_experts",
     "schema",

@@ -31,3 +31,10 @@ def test_one_way_dependencies(pkg):
             if name in FORBIDDEN[pkg.__name__]:
                 bad.append(f"{path.relative_to(root.parent)} imports {name}")
     assert not bad, bad
+
+
+def test_lazy_top_level_entry_points():
+    for name in ("migrate", "moves", "optimal_shares", "plan_redundancy"):
+        assert callable(getattr(eplb, name)) and name in eplb.__all__
+    with pytest.raises(AttributeError):
+        eplb.no_such_thing  # noqa: B018

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--method", default=None, help=f"placement method (default {DEFAULT_METHOD}); one of {', '.join(methods())}")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="time budget for methods that search")
     p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
+    p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
+                   help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
     p.add_argument("--previous", metavar="FILE",
                    help="placement JSON now on the GPUs: rebalance moving few expert weights (the default method auto "
                         "then keeps every layer within --tolerance of a fresh plan)")
@@ -58,7 +60,8 @@ def run(args) -> int:
     previous = load_placement(args.previous) if getattr(args, "previous", None) else None
     method = args.method  # None: the default (auto), which becomes migration-aware given previous
     extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
-    placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed, **extra)
+    placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
+                      cross_node_budget=args.cross_node_budget, **extra)
     ev = evaluate(placement, loads.loads, bound=placement.info.get("bound"))
     placement = placement.with_info(**{"imbalance_mean": ev.summary()["imbalance_mean"],
                                        "gap_worst": ev.summary()["gap_worst"]})

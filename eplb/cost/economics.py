@@ -7,7 +7,6 @@ cache, 168B output tokens, R1 prices $0.14 / $0.55 / $2.19 per million (hit / mi
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np

@@ -45,6 +45,7 @@ _HW_FIELDS = ("sms", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_
               "rdma_gbps", "gpus_per_node", "clock_ratio")
 
 
+@lru_cache(maxsize=None)
 def hardware(name: str) -> Hardware:
     """A GPU by name: ``"h800"``, ``"h100"`` or ``"h200"`` (see :data:`HARDWARE`)."""
     table = specs_data()["hardware"]
@@ -144,6 +145,7 @@ _MODEL_INT_FIELDS = ("layers", "dense_layers", "hidden", "dense_intermediate", "
                      "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 
 
+@lru_cache(maxsize=None)
 def model(name: str) -> MoEModel:
     """A model by name: ``"deepseek-v3"`` or ``"qwen3-235b-a22b"`` (see :data:`MODELS`)."""
     table = specs_data()["models"]

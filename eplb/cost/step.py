@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from eplb.cost import kernels as K
-from eplb.cost.specs import Hardware, MoEModel, hardware, model as get_model, specs_data
+from eplb.cost.specs import hardware, model as get_model, specs_data
 from eplb.errors import EplbError
 
 __all__ = ["Deployment", "DEPLOYMENTS", "deployment", "deployment_for", "StepTime", "layer_stages", "moe_step_time", "step_time",

@@ -1,0 +1,86 @@
+"""``eplb simulate``: token-level dispatch of a placement, per step, as JSON."""
+from __future__ import annotations
+
+import json
+
+from eplb._io import emit
+from eplb.commands._common import add_loads_args, resolve_loads
+from eplb.dispatch import POLICIES, simulate
+from eplb.errors import EplbError
+from eplb.placement import load_placement
+
+COMMAND = "simulate"
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="token-level dispatch simulation of a placement (JSON summary)",
+        description="Route tokens (generated from expert loads, or read from a Parquet routing log) through a "
+                    "placement with DeepEP semantics and print per-step max/mean of expert work and received "
+                    "tokens (mean and p99 over steps x layers), cross-node fraction, bytes (FP8 dispatch, BF16 "
+                    "combine, hidden 7168) and the [layers, GPUs] totals received_tokens and expert_work. "
+                    "Without --loads/--workload/--routing the workload recorded in the placement is used.",
+    )
+    p.add_argument("--placement", required=True, metavar="FILE", help="placement JSON (eplb.placement/v1)")
+    add_loads_args(p, default_workload=None)
+    p.add_argument("--routing", metavar="FILE", help="Parquet routing log (step, layer, src_gpu, experts), streamed")
+    g = p.add_argument_group("generated tokens (with --loads or --workload)")
+    g.add_argument("--tokens-per-step", type=int, metavar="N",
+                   help="tokens per step over all GPUs (default: 128 per GPU for decode workloads, else 8192 per GPU)")
+    g.add_argument("--steps", type=int, default=4, metavar="K", help="steps to generate (default 4)")
+    g.add_argument("--tokens-per-request", type=int, metavar="R",
+                   help="tokens per request in a step (default: 1 for decode workloads, else 1024)")
+    g.add_argument("--request-sigma", type=float, default=1.0,
+                   help="spread of the per-request logit perturbation (0 = independent tokens; default 1.0)")
+    g.add_argument("--topk", type=int, default=8, help="experts per token (default 8)")
+    g.add_argument("--topk-groups", type=int, default=4, help="expert groups a token may use (default 4)")
+    g.add_argument("--fit-iterations", type=int, default=8, help="rounds fitting the gate to the loads (default 8)")
+    p.add_argument("--replica-policy", default="random", choices=POLICIES,
+                   help="how a token picks one replica of its expert (default random)")
+    p.add_argument("--max-nodes", type=int, default=4, help="node limit per token to check (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from traces.routing import fit_gate, iter_routing_parquet, sample_steps
+
+    placement = load_placement(args.placement)
+    topo = placement.topology
+    if args.routing:
+        if args.loads or args.workload:
+            raise EplbError("give either --routing or --loads/--workload, not both")
+        tokens = iter_routing_parquet(args.routing)
+        source = {"routing": str(args.routing)}
+    else:
+        if not args.loads and not args.workload:
+            workload = placement.info.get("workload")
+            if not workload:
+                raise EplbError("give --loads FILE, --workload NAME or --routing FILE.parquet to simulate with")
+            args.workload = workload
+        loads = resolve_loads(args, default_workload=None)
+        if loads.num_layers != placement.num_layers or not (loads.layers == placement.layers).all():
+            raise EplbError(
+                f"loads cover layers {loads.layers.tolist()[:4]}... but the placement covers "
+                f"{placement.layers.tolist()[:4]}...; use statistics of the same layers"
+            )
+        if args.steps <= 0:
+            raise EplbError("--steps must be positive")
+        decode = (loads.name or "").startswith("decode")
+        tps = args.tokens_per_step or (128 if decode else 8192) * topo.num_gpus
+        if tps % topo.num_gpus:
+            raise EplbError(f"--tokens-per-step ({tps}) must be a multiple of the {topo.num_gpus} GPUs")
+        tpr = args.tokens_per_request or (1 if decode else 1024)
+        model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=min(args.topk_groups, topo.num_groups),
+                         topk=args.topk, request_sigma=args.request_sigma, iterations=args.fit_iterations, seed=args.seed)
+        tokens = sample_steps(model, args.steps, num_gpus=topo.num_gpus, tokens_per_gpu=tps // topo.num_gpus,
+                              tokens_per_request=tpr, seed=args.seed + 1)
+        source = {"loads": loads.name or loads.source, "tokens_per_step": tps, "tokens_per_request": tpr,
+                  "request_sigma": args.request_sigma}
+    result = simulate(placement, tokens, policy=args.replica_policy, seed=args.seed, max_nodes=args.max_nodes)
+    out = {"placement": str(args.placement), "method": placement.method, "topology": topo.to_dict(), **source,
+           **result.summary()}
+    emit(json.dumps(out), args.output)
+    return 0

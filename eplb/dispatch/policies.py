@@ -1,0 +1,227 @@
+"""Replica selection: which replica of its expert each routed token-expert pair is sent to.
+
+Engines pick one replica per (token, expert) at dispatch time. The policies here are vectorized
+over all pairs of one layer and step:
+
+- ``random``: uniform over the expert's replicas (SGLang's and vLLM's default);
+- ``round-robin``: the i-th pair of an expert goes to replica ``i mod count``; the counter of each
+  (layer, expert) carries over from step to step;
+- ``nearest``: a replica on the token's own GPU, else on its node, else any (uniform among the
+  nearest);
+- ``weighted``: replica ``j`` with probability ``shares[j]`` (the placement's per-replica shares;
+  even split without them);
+- ``two-choice``: load-aware power of two choices: two random replicas, the one whose GPU has
+  less expert work so far in this step and layer;
+- ``least-loaded``: load-aware: the replica whose GPU has the least expert work so far.
+
+- ``water-fill``: load-aware with the step's per-expert counts (known once the gate has run; engines
+  get them with a small all-reduce of E counters): each replicated expert's pairs are split over its
+  replicas by water-filling on the GPU loads (heaviest experts first, repeated until stable),
+  and the pairs are dealt to replicas in random order by those quotas.
+
+The online load-aware policies (two-choice, least-loaded) see loads in ``rounds`` snapshots: the pairs of a step, in token order,
+are split into that many rounds and every pair of a round sees the loads left by the previous
+rounds (as ranks that dispatch concurrently with slightly stale counts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eplb.errors import EplbError
+
+__all__ = ["POLICIES", "LayerTables", "choose_replicas", "policies"]
+
+POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded", "water-fill")
+
+
+def policies() -> list[str]:
+    """Names of the replica-selection policies."""
+    return list(POLICIES)
+
+
+@dataclass
+class LayerTables:
+    """Per-layer lookup tables of a placement (built once, reused for every step).
+
+    slot: [L, E, M] int64 replica slots (-1 padded, as log2phy); gpu: [L, E, M] int64 GPU of each
+    replica (-1 padded); count: [L, E] int64 replicas; cum_share: [L, E, M] float64 cumulative
+    shares (for ``weighted``); rr: [L, E] int64 round-robin counters (state).
+    """
+
+    slot: np.ndarray
+    gpu: np.ndarray
+    count: np.ndarray
+    cum_share: np.ndarray
+    num_gpus: int
+    gpus_per_node: int
+    rr: np.ndarray = field(default=None)
+    gpu_flat: np.ndarray = field(default=None)
+
+    @classmethod
+    def from_placement(cls, placement) -> "LayerTables":
+        t = placement.topology
+        slot = placement.log2phy
+        gpu = np.where(slot >= 0, slot // t.slots_per_gpu, -1)
+        shares = placement.replica_shares()
+        L = placement.num_layers
+        rep_share = np.where(slot >= 0, np.take_along_axis(shares, np.maximum(slot, 0).reshape(L, -1), axis=1)
+                             .reshape(slot.shape), 0.0)
+        cum = np.cumsum(rep_share, axis=2)
+        cum = cum / np.where(cum[:, :, -1:] > 0, cum[:, :, -1:], 1.0)
+        # gpu_flat: [L, E * M + 1] int32, GPU of replica (e, r) at e * M + r; the last entry,
+        # num_gpus, stands for padding
+        flat = np.concatenate([gpu.reshape(L, -1), np.full((L, 1), t.num_gpus)], axis=1).astype(np.int32)
+        return cls(slot, gpu, placement.logcnt.astype(np.int32), cum, t.num_gpus, t.gpus_per_node,
+                   np.zeros_like(placement.logcnt), flat)
+
+
+def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray, policy: str,
+                    rng: np.random.Generator, rounds: int = 256) -> np.ndarray:
+    """Replica index (0..count-1) of every pair of one layer and one step.
+
+    experts: [T, K] int logical ids, -1 for padding (its result is meaningless and must be
+    ignored); src_gpu: [T] int64. Returns [T, K] int replica ordinals (look up ``tables.slot``/``gpu``).
+    """
+    if policy not in POLICIES:
+        raise EplbError(f"unknown replica policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    e = np.maximum(experts, 0)
+    cnt = tables.count[li][e]
+    T, K = e.shape
+    if policy == "random":
+        # 16-bit multiply-shift: uniform up to a bias below count / 65536
+        u = np.frombuffer(rng.bytes(2 * T * K), dtype=np.uint16).reshape(T, K)
+        return (u * cnt) >> 16
+    out = np.zeros((T, K), dtype=np.int64)
+    multi = (cnt > 1) & (experts >= 0)
+    if policy in ("two-choice", "least-loaded"):
+        return _load_aware(tables, li, e, cnt, experts >= 0, multi, policy, rng, rounds)
+    if policy == "water-fill":
+        return _balanced(tables, li, e, cnt, experts >= 0, multi, rng)
+    rows, cols = np.nonzero(multi)
+    if rows.size == 0:
+        return out
+    me, mc = e[rows, cols], cnt[rows, cols]
+    if policy == "round-robin":
+        E = tables.count.shape[1]
+        order = np.argsort(me.astype(np.int16) if E <= 32767 else me, kind="stable")
+        per = np.bincount(me, minlength=E)
+        start = np.concatenate([[0], np.cumsum(per)[:-1]])
+        rank = np.empty(me.size, dtype=np.int64)
+        rank[order] = np.arange(me.size) - start[me[order]]
+        rr = tables.rr[li]
+        out[rows, cols] = (rr[me] + rank) % mc
+        tables.rr[li] = (rr + per) % tables.count[li]
+        return out
+    if policy == "weighted":
+        cum = tables.cum_share[li][me]  # [P, M]
+        u = rng.random((me.size, 1))
+        out[rows, cols] = np.minimum((u >= cum).sum(axis=1), mc - 1)
+        return out
+    # nearest: same GPU, then same node, then anywhere; uniform among the nearest
+    M = tables.slot.shape[2]
+    gpus = tables.gpu[li][me]  # [P, M]
+    src = src_gpu[rows][:, None]
+    gpn = tables.gpus_per_node
+    dist = np.where(gpus == src, 0.0, np.where(gpus // gpn == src // gpn, 1.0, 2.0))
+    score = np.where(np.arange(M)[None, :] < mc[:, None], dist + rng.random(gpus.shape, dtype=np.float32), np.inf)
+    out[rows, cols] = score.argmin(axis=1)
+    return out
+
+
+def _load_aware(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, valid: np.ndarray,
+                multi: np.ndarray, policy: str, rng: np.random.Generator, rounds: int) -> np.ndarray:
+    """Rounds over the tokens in order; in each, replicated experts' pairs pick by the GPU loads
+    (expert work) left by the previous rounds; every pair's work is then added."""
+    T, K = e.shape
+    W = tables.num_gpus
+    out = np.zeros((T, K), dtype=np.int64)
+    load = np.zeros(W + 1)
+    first_gpu = np.where(valid, tables.gpu[li][e, 0], W)  # GPU of replica 0 (single-replica pairs)
+    rounds = max(1, min(int(rounds), T))
+    bounds = np.linspace(0, T, rounds + 1).astype(np.int64)
+    M = tables.gpu.shape[2]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if a == b:
+            continue
+        rows, cols = np.nonzero(multi[a:b])
+        chosen = first_gpu[a:b].copy()
+        if rows.size:
+            me = e[a:b][rows, cols]
+            mc = cnt[a:b][rows, cols]
+            gpus = tables.gpu[li][me]  # [P, M]
+            if policy == "two-choice":
+                u = rng.random((me.size, 2), dtype=np.float32)
+                r1 = np.minimum((u[:, 0] * mc).astype(np.int64), mc - 1)
+                r2 = (r1 + 1 + np.minimum((u[:, 1] * (mc - 1)).astype(np.int64), mc - 2)) % mc
+                g1 = gpus[np.arange(me.size), r1]
+                g2 = gpus[np.arange(me.size), r2]
+                pick = np.where(load[g2] < load[g1], r2, r1)
+            else:
+                lg = np.where(np.arange(M)[None, :] < mc[:, None], load[np.where(gpus >= 0, gpus, W)], np.inf)
+                pick = (lg + rng.random(lg.shape, dtype=np.float32) * 1e-3).argmin(axis=1)
+            out[a:b][rows, cols] = pick
+            chosen[rows, cols] = gpus[np.arange(me.size), pick]
+        load += np.bincount(chosen.ravel(), minlength=W + 1)
+    return out
+
+
+def _water_fill(base: np.ndarray, amount: float) -> np.ndarray:
+    """Split ``amount`` over bins with loads ``base`` [m], raising the lowest first. Returns [m]."""
+    order = np.sort(base)
+    m = base.size
+    level = order[-1] + amount / m
+    csum = np.cumsum(order)
+    for k in range(1, m + 1):  # fill the k lowest bins up to a common level
+        lvl = (amount + csum[k - 1]) / k
+        if k == m or lvl <= order[k]:
+            level = lvl
+            break
+    return np.maximum(level - base, 0.0)
+
+
+def _balanced(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, valid: np.ndarray,
+              multi: np.ndarray, rng: np.random.Generator, passes: int = 30) -> np.ndarray:
+    """Step-level load-aware split (see module docs). e, cnt, valid, multi: [T, K]."""
+    T, K = e.shape
+    W = tables.num_gpus
+    out = np.zeros((T, K), dtype=np.int64)
+    rows, cols = np.nonzero(multi)
+    if rows.size == 0:
+        return out
+    single = valid & ~multi
+    load = np.bincount(tables.gpu[li][e[single], 0], minlength=W).astype(np.float64)
+    me = e[rows, cols]
+    experts, counts = np.unique(me, return_counts=True)
+    experts = experts[np.argsort(-counts, kind="stable")]
+    counts = np.sort(counts)[::-1].astype(np.float64)
+    gpus = [tables.gpu[li][x, : tables.count[li][x]] for x in experts.tolist()]
+    quota = [np.zeros(g.size) for g in gpus]
+    uniq = [np.unique(g, return_inverse=True, return_counts=True) for g in gpus]
+    for _ in range(passes):
+        for i, (ug, inv, mult) in enumerate(uniq):
+            np.subtract.at(load, gpus[i], quota[i])
+            # replicas sharing a GPU share that GPU's part
+            quota[i] = (_water_fill(load[ug], counts[i]) / mult)[inv]
+            np.add.at(load, gpus[i], quota[i])
+    # integer quotas (largest remainders), cumulated per expert: [E, M]
+    M = tables.gpu.shape[2]
+    cum = np.full((tables.count.shape[1], M), np.iinfo(np.int64).max, dtype=np.int64)
+    for i, x in enumerate(experts.tolist()):
+        q = quota[i]
+        fl = np.floor(q).astype(np.int64)
+        rest = int(counts[i]) - int(fl.sum())
+        if rest > 0:
+            fl[np.argsort(-(q - fl), kind="stable")[:rest]] += 1
+        cum[x, : fl.size] = np.cumsum(fl)
+    # random rank of each pair within its expert, then the replica whose quota covers it
+    order = np.lexsort((rng.random(me.size), me))
+    E = tables.count.shape[1]
+    per = np.bincount(me, minlength=E)
+    start = np.concatenate([[0], np.cumsum(per)[:-1]])
+    rank = np.empty(me.size, dtype=np.int64)
+    rank[order] = np.arange(me.size) - start[me[order]]
+    pick = (rank[:, None] >= cum[me]).sum(axis=1)
+    out[rows, cols] = np.minimum(pick, cnt[rows, cols] - 1)
+    return out

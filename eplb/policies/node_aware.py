@@ -1,0 +1,243 @@
+"""Node-aware placement: balance GPUs while keeping experts that tokens select together on one node.
+
+DeepSeek's hierarchical policy puts whole expert groups on nodes, so a token (which selects
+experts from at most 4 groups) reaches few nodes, but node loads are then sums of whole groups
+and the GPUs of a heavy node stay heavy (max/mean 1.13-1.34 on DeepSeek-V3). The global policy
+balances well but spreads every group over all nodes, so tokens reach more nodes over RDMA.
+
+This method starts from the group-to-node packing and moves or swaps single experts between
+nodes to balance node loads, choosing the moves that cost the fewest extra RDMA destinations.
+Co-activation comes from a sample of routed tokens (a networkx graph whose edge weights count
+how often two experts are selected by the same token; by default the sample is drawn from the
+group-limited gate model of :mod:`traces.routing` with the given loads as marginals). The cost
+of a move is measured exactly on that sample: the change in the mean number of distinct nodes a
+token reaches. The knob ``cross_node_budget`` caps that number at ``(1 + budget)`` times the
+start's: 0 allows only moves that do not add cross-node traffic, ``inf`` balances freely.
+When the groups do not divide over the nodes (the decode preset: 8 groups, 18 nodes) no
+placement keeps a token's groups on few nodes and the method returns DeepSeek's global policy.
+Inside each node the usual steps follow: replica counts minimizing the largest replica load
+(at most one replica per GPU), then a balanced packing of replicas onto the node's GPUs.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import networkx as nx
+import numpy as np
+
+from eplb.errors import EplbError
+from eplb.policies import PolicyOutput, register
+from eplb.topology import Topology
+from solvers import greedy_balanced_packing, optimal_counts
+
+__all__ = ["coactivation_graph", "node_aware", "pack_nodes", "routing_sample"]
+
+
+def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096, seed=0, topk: int = 8,
+                   topk_groups: int = 4) -> np.ndarray:
+    """Experts [L, T, K] int16 of ``num_tokens`` tokens drawn from the gate model with ``loads``
+    [L, E] as (approximate, unfitted) marginals; groups from the topology."""
+    from traces.routing import fit_gate, route
+
+    groups = topology.num_groups
+    k_groups = min(topk_groups, groups)
+    model = fit_gate(loads, num_groups=groups, topk_groups=k_groups, topk=topk, iterations=0,
+                     request_sigma=0.0)
+    return route(model, np.arange(num_tokens), seed=seed)
+
+
+def coactivation_graph(experts: np.ndarray, num_experts: int) -> nx.Graph:
+    """Co-activation of one layer: experts [T, K] (-1 padded) -> graph on ``num_experts`` nodes
+    whose edge (i, j) has ``weight`` = number of tokens selecting both i and j."""
+    inc = _incidence(experts, num_experts).astype(np.float64)
+    co = inc.T @ inc
+    np.fill_diagonal(co, 0.0)
+    g = nx.Graph()
+    g.add_nodes_from(range(num_experts))
+    i, j = np.nonzero(np.triu(co))
+    g.add_weighted_edges_from(zip(i.tolist(), j.tolist(), co[i, j].tolist()))
+    return g
+
+
+def _incidence(experts: np.ndarray, num_experts: int) -> np.ndarray:
+    """[T, K] -> [T, E] bool: token t selects expert e."""
+    T = experts.shape[0]
+    inc = np.zeros((T, num_experts + 1), dtype=bool)
+    inc[np.arange(T)[:, None], np.where(experts >= 0, experts, num_experts)] = True
+    return inc[:, :num_experts]
+
+
+def _start_nodes(w: np.ndarray, topology: Topology) -> np.ndarray:
+    """[E] loads -> [E] node of each expert: whole groups packed onto nodes when the groups divide
+    over the nodes (DeepSeek's step 1), else contiguous runs of experts."""
+    E = w.size
+    G, N = topology.num_groups, topology.num_nodes
+    if G % N == 0 and G >= N:
+        gl = w.reshape(G, E // G).sum(axis=1)
+        pack, _ = greedy_balanced_packing(gl[None, :], N)
+        return np.repeat(pack[0], E // G)
+    return (np.arange(E) * N) // E
+
+
+def _distinct_nodes(inc: np.ndarray, node: np.ndarray, N: int) -> np.ndarray:
+    """[T, E] incidence, [E] node -> [T, N] number of each token's experts on each node."""
+    onehot = np.zeros((node.size, N))
+    onehot[np.arange(node.size), node] = 1.0
+    return inc.astype(np.float64) @ onehot
+
+
+def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: Topology, budget: float,
+                   max_moves: int = 400, tol: float = 1e-3, deadline: float = math.inf) -> tuple[np.ndarray, dict]:
+    """Local search on one layer. w [E]; inc [T, E] bool; node [E] start. Returns the new node
+    assignment and facts (start/final mean distinct nodes per token, node max/mean)."""
+    N = topology.num_nodes
+    cap = topology.gpus_per_node * topology.slots_per_gpu
+    node = node.copy()
+    T = max(inc.shape[0], 1)
+    incf = inc.astype(np.float64)
+    cnt = _distinct_nodes(inc, node, N)  # [T, N]
+    d0 = float((cnt > 0).sum()) / T
+    limit = d0 * (1.0 + budget) if math.isfinite(budget) else math.inf
+    d = d0
+    load = np.bincount(node, weights=w, minlength=N)
+    mean = load.mean() if load.mean() > 0 else 1.0
+    size = np.bincount(node, minlength=N)
+    for _ in range(max_moves):
+        if time.perf_counter() > deadline:
+            break
+        h = int(load.argmax())
+        if load[h] <= mean * (1 + tol):
+            break
+        in_h = np.flatnonzero(node == h)
+        # exact change of distinct nodes for moving each expert of h to each node c
+        lose = incf[:, in_h].T @ (cnt[:, h] == 1)  # [|h|]
+        gain = incf[:, in_h].T @ (cnt == 0)  # [|h|, N]
+        d_move = (gain - lose[:, None]) / T  # [|h|, N]
+        cands = []  # (new max of the two nodes, delta, kind, e, f, c)
+        for c in range(N):
+            if c == h:
+                continue
+            in_c = np.flatnonzero(node == c)
+            # moves h -> c
+            if size[c] < cap and size[h] > 1:
+                new_max = np.maximum(load[h] - w[in_h], load[c] + w[in_h])
+                for i in np.flatnonzero(new_max < load[h] - 1e-12):
+                    cands.append((new_max[i], d_move[i, c], in_h[i], -1, c))
+            # swaps e (h) <-> f (c), approximated as two independent moves, checked exactly later
+            if in_c.size:
+                lose_c = incf[:, in_c].T @ (cnt[:, c] == 1)
+                gain_c = incf[:, in_c].T @ (cnt[:, h] == 0)
+                d_back = (gain_c - lose_c) / T  # [|c|]
+                diff = w[in_h][:, None] - w[in_c][None, :]
+                new_max = np.maximum(load[h] - diff, load[c] + diff)
+                ok = (diff > 0) & (new_max < load[h] - 1e-12)
+                ii, jj = np.nonzero(ok)
+                if ii.size:
+                    delta = d_move[ii, c] + d_back[jj]
+                    # keep the most promising swaps of this pair of nodes
+                    score = (load[h] - new_max[ii, jj]) / (np.maximum(delta, 0) + 1e-3)
+                    top = np.argsort(-score)[:32]
+                    for t in top:
+                        cands.append((new_max[ii[t], jj[t]], delta[t], in_h[ii[t]], in_c[jj[t]], c))
+        if not cands:
+            break
+        arr = np.array([(m, dl) for m, dl, *_ in cands])
+        score = (load[h] - arr[:, 0]) / (np.maximum(arr[:, 1], 0) + 1e-3)
+        done = False
+        for k in np.argsort(-score)[:8]:
+            _, _, e, f, c = cands[int(k)]
+            trial = node.copy()
+            trial[e] = c
+            if f >= 0:
+                trial[f] = h
+            tcnt = _distinct_nodes(inc, trial, N)
+            td = float((tcnt > 0).sum()) / T
+            if td <= limit + 1e-12:
+                node, cnt, d = trial, tcnt, td
+                load = np.bincount(node, weights=w, minlength=N)
+                size = np.bincount(node, minlength=N)
+                done = True
+                break
+        if not done:
+            break
+    return node, {"nodes_per_token_start": d0, "nodes_per_token": d,
+                  "node_imbalance": float(load.max() / mean)}
+
+
+def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarray:
+    """Replicate and pack inside each node. w [E] loads; node [E] node of each expert (at most
+    ``gpus_per_node * slots_per_gpu`` experts per node). Returns phy2log [R] int64."""
+    gpn, spg = topology.gpus_per_node, topology.slots_per_gpu
+    cap = gpn * spg
+    out = np.empty(topology.num_slots, dtype=np.int64)
+    for n in range(topology.num_nodes):
+        experts = np.flatnonzero(node == n)
+        if experts.size == 0 or experts.size > cap:
+            raise EplbError(f"node {n} holds {experts.size} experts; each node needs 1..{cap}")
+        counts = optimal_counts(w[experts][None, :], cap, max_count=gpn)[0]
+        items = np.repeat(experts, counts)
+        rep_load = np.repeat(w[experts] / counts, counts)
+        # heaviest first onto the lightest GPU with room (equal replicas of one expert go to
+        # different GPUs unless loads force otherwise)
+        pack, rank = greedy_balanced_packing(rep_load[None, :], gpn)
+        pack, rank = pack[0], rank[0]
+        slots = n * cap + pack * spg + rank
+        out[slots] = items
+    return out
+
+
+@register("node-aware", "balances GPUs while keeping co-selected experts on one node; knob cross_node_budget")
+def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float = 0.05, seed: int = 0,
+               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0, **_) -> PolicyOutput:
+    """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
+    token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
+    experts [L, T, K] of real routed tokens for the co-activation (default: a sample of
+    ``sample_tokens`` tokens from the gate model). time_limit: seconds for the search over all
+    layers (each layer gets its share; a layer out of time keeps the moves made so far)."""
+    loads = np.asarray(loads, dtype=np.float64)
+    L, E = loads.shape
+    budget = float(cross_node_budget)
+    if not budget >= 0:
+        raise EplbError(f"cross_node_budget must be >= 0 (or inf), got {cross_node_budget}")
+    cap = topology.gpus_per_node * topology.slots_per_gpu
+    if -(-E // topology.num_nodes) > cap:
+        raise EplbError(f"{E} experts do not fit {topology.num_nodes} nodes of {cap} slots")
+    G, N = topology.num_groups, topology.num_nodes
+    if G % N != 0 or G < N:
+        # groups cannot live on single nodes (e.g. 8 groups over 18 decode nodes): tokens reach many
+        # nodes whatever the placement, so balance alone decides; use the global policy
+        from eplb.policies.deepseek import deepseek_global
+
+        out = deepseek_global(loads, topology)
+        out.info.update({"fallback": "deepseek-global: expert groups do not divide over the nodes",
+                         "cross_node_budget": budget if math.isfinite(budget) else "inf"})
+        return out
+    if routing is None:
+        routing = routing_sample(loads, topology, sample_tokens, seed)
+    else:
+        routing = np.asarray(routing)
+        if routing.ndim != 3 or routing.shape[0] != L:
+            raise EplbError(f"routing must be experts [layers={L}, tokens, top-k], got shape {routing.shape}")
+    phy2log = np.empty((L, topology.num_slots), dtype=np.int64)
+    facts = {"nodes_per_token_start": [], "nodes_per_token": [], "node_imbalance": []}
+    deadline = time.perf_counter() + float(time_limit)
+    for l in range(L):
+        w = loads[l]
+        inc = _incidence(routing[l], E)
+        layer_deadline = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (L - l)
+        start = _start_nodes(w, topology)
+        sizes = np.bincount(start, minlength=topology.num_nodes)
+        if sizes.max() > cap:
+            start = (np.arange(E) * topology.num_nodes) // E
+        node, info = _balance_nodes(w, inc, start, topology, budget, deadline=layer_deadline)
+        phy2log[l] = pack_nodes(w, node, topology)
+        for k, v in info.items():
+            facts[k].append(v)
+    info = {
+        "cross_node_budget": budget if math.isfinite(budget) else "inf",
+        "nodes_per_token_start": float(np.mean(facts["nodes_per_token_start"])),
+        "nodes_per_token": float(np.mean(facts["nodes_per_token"])),
+        "node_imbalance_planned": float(np.mean(facts["node_imbalance"])),
+    }
+    return PolicyOutput(phy2log, info=info)
