@@ -51,6 +51,8 @@ def summary_lines(placement, ev, loads) -> list[str]:
         f"  lower bound / mean: {s['bound_over_mean']:.4f}; gap to bound: mean {s['gap_mean']:.4f}, worst {s['gap_worst']:.4f}",
         f"  time: {placement.info.get('time_s', 0.0) * 1000:.1f} ms; max replicas of one expert: {placement.log2phy.shape[2]}",
     ]
+    if s["gap_worst"] > 1.005 and t.slots_per_gpu <= 2 and placement.method not in ("exact", "exact-mip"):
+        lines.append("  note: with few slots per GPU the basic bound is loose; --method exact proves a tighter one")
     return lines
 
 
