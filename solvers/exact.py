@@ -11,6 +11,10 @@ The solver's bound holds for these counts; callers combine it with count-free bo
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -19,6 +23,36 @@ import numpy as np
 from solvers.errors import SolverInputError
 
 __all__ = ["PackResult", "pack_exact", "BACKENDS"]
+
+_redirect_lock = threading.Lock()
+_redirect_depth = 0
+_saved_stdout_fd: int | None = None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send file descriptor 1 to stderr while native solver code runs (shared by threads: the first
+    to enter redirects, the last to leave restores)."""
+    global _redirect_depth, _saved_stdout_fd
+    with _redirect_lock:
+        if _redirect_depth == 0:
+            try:
+                sys.stdout.flush()
+                _saved_stdout_fd = os.dup(1)
+                os.dup2(2, 1)
+            except (OSError, ValueError, AttributeError):
+                _saved_stdout_fd = None
+        _redirect_depth += 1
+    try:
+        yield
+    finally:
+        with _redirect_lock:
+            _redirect_depth -= 1
+            if _redirect_depth == 0 and _saved_stdout_fd is not None:
+                os.dup2(_saved_stdout_fd, 1)
+                os.close(_saved_stdout_fd)
+                _saved_stdout_fd = None
+
 
 #: Exact backends: OR-Tools CP-SAT, and PuLP with HiGHS or CBC.
 BACKENDS = ("cpsat", "highs", "cbc")
@@ -169,7 +203,8 @@ def _pulp_solve(q, c, m, S, start, lower, time_limit, workers, backend):
     else:
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=float(max(time_limit, 1)), warmStart=warm, threads=int(workers))
     try:
-        prob.solve(solver)
+        with _stdout_to_stderr():  # HiGHS prints a banner on stdout, where CLI output (JSON) goes
+            prob.solve(solver)
     except pulp.PulpSolverError:
         return None, lower, "unknown"
     status = pulp.LpStatus.get(prob.status, "")

@@ -82,3 +82,17 @@ def test_exact_two_slots_proves_small_instance():
     # the first layer is proven optimal up to the bisection tolerance; the second pays for
     # keeping replicas of one expert on different GPUs (the bound allows them together)
     assert gap[0] <= 1.002 and gap[1] <= 1.02
+
+
+def test_exact_mip_cli_keeps_stdout_clean(tmp_path, capfd):
+    """Native solver banners must not corrupt the JSON the CLI writes on stdout."""
+    import json
+
+    from eplb.cli import main
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "l.npy", rng.pareto(1.2, (2, 40)) * 100)
+    code = main(["place", "--loads", str(tmp_path / "l.npy"), "--nodes", "2", "--gpus-per-node", "4",
+                 "--slots-per-gpu", "6", "--method", "exact-mip", "--time-limit", "0.3", "-q"])
+    out = capfd.readouterr().out
+    assert code == 0 and json.loads(out)["method"] == "exact-mip"
