@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb._io import write_text_atomic
+from eplb._io import atomic_path, write_text_atomic
 from eplb.errors import EplbError
 from eplb.placement import FORMAT, Placement, _as_int_array, logical_maps
 from eplb.topology import Topology
@@ -403,14 +403,7 @@ def write_placement(placement: Placement, path: str | os.PathLike, fmt: str, **o
 
 
 def _write_binary(p: Path, maps: dict, suffix: str) -> None:
-    import tempfile
-
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(2, f"cannot write {p}: folder {folder} does not exist; create it first", str(folder))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix) as tmp:
         if suffix == ".npz":
             with open(tmp, "wb") as fh:
                 np.savez(fh, **maps)
@@ -420,12 +413,6 @@ def _write_binary(p: Path, maps: dict, suffix: str) -> None:
             except ImportError:
                 raise EplbError("writing .pt needs torch; write .npz or .json instead, or `pip install 'eplb[torch]'`") from None
             torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in maps.items()}, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def equivalent(a: Placement, b: Placement) -> bool:

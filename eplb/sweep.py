@@ -16,12 +16,12 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from eplb._io import atomic_path
 from eplb.errors import EplbError
 from eplb.topology import PRESETS, Topology, preset
 
@@ -289,22 +289,11 @@ def _run_dask(configs, rows, bar, scheduler, client, batch_size) -> None:
 def write_results(df, path: str | os.PathLike) -> None:
     """Write a sweep's DataFrame to Parquet (or CSV for a ``.csv`` path), atomically."""
     p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(2, f"cannot write {p}: folder {folder} does not exist; create it first", str(folder))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         if p.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def config_fields() -> list[str]:
