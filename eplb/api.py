@@ -99,7 +99,6 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
         raise EplbError(
             f"num_replicas ({num_replicas}) must be a multiple of num_gpus ({num_gpus}) so every GPU gets the same slot count"
         )
-    num_experts = arr.shape[1]
     # as in the reference, groups only matter when they divide evenly over the nodes (hierarchical
     # policy); otherwise the global policy ignores groups, and nodes too when GPUs do not split over them
     if hierarchical:

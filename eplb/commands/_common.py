@@ -62,3 +62,20 @@ def resolve_topology(args, default_preset: str = "deepseek-v3-decode") -> Topolo
     if args.groups is not None:
         topo = Topology(topo.num_nodes, topo.gpus_per_node, topo.slots_per_gpu, args.groups, topo.name)
     return topo
+
+
+def loads_for_placement(args, placement, alternatives: str = "--loads FILE (or --workload NAME)") -> ExpertLoads:
+    """The loads named on the command line, else the bundled workload the placement was made from;
+    their layers must be the placement's."""
+    if not args.loads and not args.workload:
+        workload = placement.info.get("workload")
+        if not workload:
+            raise EplbError(f"give {alternatives} with the statistics to use")
+        args.workload = workload
+    loads = resolve_loads(args, default_workload=None)
+    if loads.num_layers != placement.num_layers or not (loads.layers == placement.layers).all():
+        raise EplbError(
+            f"loads cover layers {loads.layers.tolist()[:4]}... ({loads.num_layers}) but the placement covers "
+            f"{placement.layers.tolist()[:4]}... ({placement.num_layers}); use statistics of the same layers"
+        )
+    return loads

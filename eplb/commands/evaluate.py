@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-from eplb.commands._common import add_loads_args, resolve_loads
+from eplb.commands._common import add_loads_args, loads_for_placement
 from eplb.evaluate import evaluate
-from eplb.errors import EplbError
 from eplb.placement import load_placement
 
 COMMAND = "evaluate"
@@ -28,17 +27,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     placement = load_placement(args.placement)
-    if not args.loads and not args.workload:
-        workload = placement.info.get("workload")
-        if not workload:
-            raise EplbError("give --loads FILE (or --workload NAME) with the statistics to evaluate against")
-        args.workload = workload
-    loads = resolve_loads(args, default_workload=None)
-    if loads.num_layers == placement.num_layers and not (loads.layers == placement.layers).all():
-        raise EplbError(
-            f"loads cover layers {loads.layers.tolist()[:4]}... but the placement covers "
-            f"{placement.layers.tolist()[:4]}...; use statistics of the same layers"
-        )
+    loads = loads_for_placement(args, placement)
     ev = evaluate(placement, loads.loads)
     cost = _predicted_time(placement, ev, args)
     if args.json:

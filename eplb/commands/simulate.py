@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from eplb._io import emit
-from eplb.commands._common import add_loads_args, resolve_loads
+from eplb.commands._common import add_loads_args, loads_for_placement
 from eplb.dispatch import POLICIES, simulate
 from eplb.errors import EplbError
 from eplb.placement import load_placement
@@ -55,17 +55,7 @@ def run(args) -> int:
         tokens = iter_routing_parquet(args.routing)
         source = {"routing": str(args.routing)}
     else:
-        if not args.loads and not args.workload:
-            workload = placement.info.get("workload")
-            if not workload:
-                raise EplbError("give --loads FILE, --workload NAME or --routing FILE.parquet to simulate with")
-            args.workload = workload
-        loads = resolve_loads(args, default_workload=None)
-        if loads.num_layers != placement.num_layers or not (loads.layers == placement.layers).all():
-            raise EplbError(
-                f"loads cover layers {loads.layers.tolist()[:4]}... but the placement covers "
-                f"{placement.layers.tolist()[:4]}...; use statistics of the same layers"
-            )
+        loads = loads_for_placement(args, placement, "--loads FILE, --workload NAME or --routing FILE.parquet")
         if args.steps <= 0:
             raise EplbError("--steps must be positive")
         decode = (loads.name or "").startswith("decode")

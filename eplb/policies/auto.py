@@ -10,12 +10,10 @@ which keeps slots in place within ``tolerance`` (default 1%) of that plan's max/
 """
 from __future__ import annotations
 
-import importlib
 import time
 
 import numpy as np
 
-from eplb.errors import EplbError
 from eplb.policies import PolicyOutput, register
 from eplb.policies.balanced import balanced_plan
 from eplb.policies.deepseek import deepseek
