@@ -219,7 +219,8 @@ def timing(quick):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--traces", default=str(ROOT.parent.parent / "shared" / "data" / "requests"))
+    ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "data" / "requests"),
+                    help="folder of request traces (default: the shared data folder beside the checkout)")
     ap.add_argument("--quick", action="store_true", help="1,500 requests per trace, no repeats")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_dp.md"))
     args = ap.parse_args()
