@@ -15,13 +15,15 @@ method lays the replicated experts out as a chain around a ring of GPUs:
    replicas of one expert), so a burst on any GPU can be passed along the ring;
 3. single-replica experts fill the remaining slots, heaviest first into the lightest GPU with
    room (long-window loads, replicas splitting evenly);
-4. local search: swap two single-replica experts between GPUs when it lowers the mean over
-   sampled steps of the per-step max/mean under the best split of every replicated expert's
-   tokens (exact on the ring: the largest average over arcs of consecutive GPUs) and keeps the
-   long-window max/mean within ``balance_slack`` of the packing's.
+4. local search: swap single-replica experts out of the GPU with the largest long-window load
+   while that lowers it, keeping only swaps that leave the per-step objective on sampled steps
+   (mean over steps of the per-step max/mean under the best split of every replicated expert's
+   tokens) within ``step_slack`` of where it started.
 
-The best split per step is what ``water-fill`` computes from the step's expert counts; the
-per-step objective is therefore the one the dispatcher would reach.
+On the ring the best split has a closed form: the per-step max is the largest average load over
+arcs of consecutive GPUs (single-replica load on the arc plus the replicated experts whose
+replicas all lie on it), since load can flow between neighbours only through shared experts.
+This is what ``water-fill`` approaches from the step's expert counts.
 """
 from __future__ import annotations
 
@@ -143,70 +145,71 @@ def _pack_singles(single_w: np.ndarray, base: np.ndarray, room: np.ndarray) -> n
     return out
 
 
-def _improve(gpu_of: np.ndarray, single_steps: np.ndarray, single_w: np.ndarray, flex_mean: np.ndarray,
-             ring_steps: np.ndarray, tables, num_gpus: int, slack: float, deadline: float,
-             max_swaps: int = 64) -> np.ndarray:
-    """Swap singles between GPUs while the mean per-step arc max falls and the long-window max
-    stays within ``slack``. gpu_of: [m]; single_steps: [S, m]; single_w: [m]; flex_mean: [W]."""
-    members, trapped, lengths = tables
+def _improve(gpu_of: np.ndarray, single_w: np.ndarray, flex_mean: np.ndarray, num_gpus: int, deadline: float,
+             single_steps: np.ndarray | None = None, ring_steps: np.ndarray | None = None, tables=None,
+             step_slack: float = 1e-4, max_swaps: int = 200, tries: int = 4) -> np.ndarray:
+    """Swap singles out of the GPU with the largest long-window load while that lowers it.
+
+    gpu_of: [m] GPU of each single; single_w: [m] long-window loads; flex_mean: [W] long-window
+    load of the replicated experts per GPU. With sampled steps (single_steps [S, m], ring_steps
+    [S, n], tables from :func:`_arc_tables`) a swap is kept only if the mean per-step best-split
+    max/mean over the steps rises by at most ``step_slack`` over the start."""
     W = num_gpus
     gpu_of = gpu_of.copy()
-    S = single_steps.shape[0]
-    mean = np.maximum(single_steps.sum(axis=1) + ring_steps.sum(axis=1), 1e-12) / W  # [S]
-    onehot = np.zeros((single_w.size, W))
-    lw_limit = None
-    ring_part = ring_steps @ trapped.T  # [S, A]
+    guard = single_steps is not None and tables is not None
+    if guard:
+        members, trapped, lengths = tables
+        mean = np.maximum(single_steps.sum(axis=1) + ring_steps.sum(axis=1), 1e-12) / W  # [S]
+        per_gpu = np.zeros((single_steps.shape[0], W))
+        np.add.at(per_gpu.T, gpu_of, single_steps.T)
+        arcs = per_gpu @ members.T + ring_steps @ trapped.T  # [S, A] load on each arc
+        scale = 1.0 / (lengths[None, :] * mean[:, None])
+        limit = float((arcs * scale).max(axis=1).mean()) + step_slack
+    target = (flex_mean.sum() + single_w.sum()) / W
     for _ in range(max_swaps):
         if time.perf_counter() > deadline:
             break
-        onehot[:] = 0
-        onehot[np.arange(gpu_of.size), gpu_of] = 1
-        lw = flex_mean + single_w @ onehot  # [W]
-        if lw_limit is None:
-            lw_limit = lw.max() * (1 + slack)
-        vals = ((single_steps @ onehot) @ members.T + ring_part) / lengths  # [S, A]
-        cur = (vals.max(axis=1) / mean).mean()
-        # the arc that binds most often; try moving each of its singles out against one from outside
-        hot = int(np.bincount(vals.argmax(axis=1), minlength=lengths.size).argmax())
-        inside = members[hot, gpu_of] > 0
-        a_idx, b_idx = np.flatnonzero(inside), np.flatnonzero(~inside)
+        lw = flex_mean + np.bincount(gpu_of, weights=single_w, minlength=W)
+        hot = int(lw.argmax())
+        if lw[hot] <= target * (1 + 1e-6):
+            break
+        a_idx = np.flatnonzero(gpu_of == hot)
+        b_idx = np.flatnonzero(gpu_of != hot)
         if a_idx.size == 0 or b_idx.size == 0:
             break
-        # delta per (a, b, step) on every arc: arcs holding a's GPU lose d, those holding b's gain d
-        d = single_steps[:, b_idx][:, None, :] - single_steps[:, a_idx][:, :, None]  # [S, A_, B_]
-        ma = members[:, gpu_of[a_idx]]  # [arcs, A_]
-        mb = members[:, gpu_of[b_idx]]  # [arcs, B_]
-        # only the top arcs of each step matter; keep the 8 largest per step
-        top = np.argsort(-vals, axis=1)[:, :8]  # [S, 8]
-        v_top = np.take_along_axis(vals, top, axis=1)  # [S, 8]
-        ln = lengths[top]  # [S, 8]
-        change = (ma[top][:, :, :, None] - mb[top][:, :, None, :])  # [S, 8, A_, B_]
-        new = v_top[:, :, None, None] + change * d[:, None] / ln[:, :, None, None]
-        # the ninth largest arc bounds what the others can be after the swap
-        rest = np.sort(vals, axis=1)[:, -9] if vals.shape[1] > 8 else np.zeros(S)
-        step_max = np.maximum(new.max(axis=1), rest[:, None, None])  # [S, A_, B_]
-        score = (step_max / mean[:, None, None]).mean(axis=0)  # [A_, B_]
-        lw_a = lw[gpu_of[a_idx]][:, None] + single_w[b_idx][None, :] - single_w[a_idx][:, None]
-        lw_b = lw[gpu_of[b_idx]][None, :] - single_w[b_idx][None, :] + single_w[a_idx][:, None]
-        ok = (np.maximum(lw_a, lw_b) <= lw_limit) & (gpu_of[a_idx][:, None] != gpu_of[b_idx][None, :])
-        score = np.where(ok, score, np.inf)
-        i, j = np.unravel_index(int(score.argmin()), score.shape)
-        if not score[i, j] < cur - 1e-7:
-            break
-        a, b = a_idx[i], b_idx[j]
-        gpu_of[a], gpu_of[b] = gpu_of[b], gpu_of[a]
-        # the estimate used the top arcs only; undo a swap that does not really help
-        onehot[:] = 0
-        onehot[np.arange(gpu_of.size), gpu_of] = 1
-        real = ((((single_steps @ onehot) @ members.T + ring_part) / lengths).max(axis=1) / mean).mean()
-        if not real < cur - 1e-7:
+        gb = gpu_of[b_idx]
+        d = single_w[a_idx][:, None] - single_w[b_idx][None, :]  # load moved from hot to gb
+        # largest load among the GPUs a swap leaves alone: top three cover excluding two GPUs
+        order = np.argsort(-lw)[:3]
+        rest = np.full(b_idx.size, 0.0)
+        for o in order[::-1].tolist():
+            if o != hot:
+                rest = np.where(gb != o, lw[o], rest)
+        new_max = np.maximum(np.maximum(lw[hot] - d, lw[gb][None, :] + d), rest[None, :])
+        new_max = np.where(d > 0, new_max, np.inf)
+        flat = np.argsort(new_max, axis=None)[:tries]
+        moved = False
+        for k in flat.tolist():
+            i, j = np.unravel_index(k, new_max.shape)
+            if not new_max[i, j] < lw[hot] - 1e-9 * max(lw[hot], 1.0):
+                break
+            a, b = a_idx[i], b_idx[j]
+            if guard:
+                moved_steps = single_steps[:, a] - single_steps[:, b]  # [S] from hot to gpu_of[b]
+                trial = arcs + moved_steps[:, None] * (members[:, gpu_of[b]] - members[:, hot])[None, :]
+                if float((trial * scale).max(axis=1).mean()) > limit:
+                    continue
+                arcs = trial
             gpu_of[a], gpu_of[b] = gpu_of[b], gpu_of[a]
+            moved = True
+            break
+        if not moved:
             break
     return gpu_of
 
 
 def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology: Topology, cap: int,
-           slack: float, deadline: float) -> tuple[np.ndarray, bool, bool]:
+           search: bool, step_slack: float, deadline: float) -> tuple[np.ndarray, bool, bool]:
     """One layer. w, plan_w: [E]; steps: [S, E] or None. Returns phy2log [R], whether the
     ring closed over every GPU, whether local search ran."""
     W, spg = topology.num_gpus, topology.slots_per_gpu
@@ -216,8 +219,8 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
     flex = np.zeros(W, dtype=np.int64)
     flex_mean = np.zeros(W)
     for e, s in zip(ring.tolist(), spans):
-        flex[s] += 1
-        flex_mean[s] += w[e] / counts[e]
+        np.add.at(flex, s, 1)
+        np.add.at(flex_mean, s, w[e] / counts[e])
     if flex.max() > spg:
         raise EplbError(
             f"the ring puts {int(flex.max())} replicated experts on one GPU with {spg} slots; "
@@ -227,17 +230,20 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
     gpu_of = _pack_singles(w[singles], flex_mean, spg - flex)
     closed = bool((flex > 0).all()) and int((counts - 1).sum()) >= W
     searched = False
-    if steps is not None and len(spans) and time.perf_counter() < deadline:
-        tables = _arc_tables(spans, W)
-        gpu_of = _improve(gpu_of, steps[:, singles], w[singles], flex_mean, steps[:, ring], tables, W, slack,
-                          deadline)
+    if search and singles.size and time.perf_counter() < deadline:
+        if steps is not None and len(spans):
+            gpu_of = _improve(gpu_of, w[singles], flex_mean, W, deadline, steps[:, singles], steps[:, ring],
+                              _arc_tables(spans, W), step_slack)
+        else:
+            gpu_of = _improve(gpu_of, w[singles], flex_mean, W, deadline)
         searched = True
     # slots: each GPU's replicated experts, then its singles
     phy2log = np.empty(W * spg, dtype=np.int64)
     fill = np.zeros(W, dtype=np.int64)
     for e, s in zip(ring.tolist(), spans):
-        phy2log[s * spg + fill[s]] = e
-        fill[s] += 1
+        for g in s.tolist():  # a span may pass a GPU twice when experts outnumber slots per GPU by little
+            phy2log[g * spg + fill[g]] = e
+            fill[g] += 1
     order = np.argsort(gpu_of, kind="stable")
     g_sorted = gpu_of[order]
     rank = np.arange(order.size) - np.searchsorted(g_sorted, g_sorted)
@@ -248,13 +254,14 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
 @register("dispatch-aware", "plans for load-aware replica choice: replicated experts chained around a ring of GPUs")
 def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps: int = 32,
                    tokens_per_step: int | None = None, tokens_per_request: int = 1024,
-                   request_concentration: float = 0.5, kappa: float = 0.0, balance_slack: float = 0.01,
+                   request_concentration: float = 0.5, kappa: float = 1.0, step_slack: float = 1e-4,
                    search: bool = True, seed: int = 0, time_limit: float = 30.0, **_) -> PolicyOutput:
     """loads: [L, E]. steps: optional per-step loads [S, L, E] for the local search; by default
     ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in requests of
     ``tokens_per_request`` are sampled from the loads. kappa: replica counts are planned on
-    mean + kappa * per-step std. balance_slack: how much the local search may raise the
-    long-window max GPU load (fraction). search=False skips the local search (no sampling)."""
+    mean + kappa * per-step std. step_slack: how much a swap of the local search may raise the
+    mean per-step best-split max/mean on the sampled steps. search=False skips the local search;
+    steps are sampled only when the search or kappa needs them."""
     from traces.routing import sample_step_loads
 
     w = np.asarray(loads, dtype=np.float64)
@@ -262,8 +269,8 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     W = topology.num_gpus
     if topology.num_slots < E:
         raise EplbError(f"{topology.num_slots} slots cannot hold {E} experts; add GPUs or slots")
-    if kappa < 0 or balance_slack < 0:
-        raise EplbError("kappa and balance_slack must be >= 0")
+    if kappa < 0 or step_slack < 0:
+        raise EplbError("kappa and step_slack must be >= 0")
     need_steps = search or kappa > 0
     if steps is None and need_steps:
         tps = tokens_per_step or 8192 * W
@@ -273,7 +280,12 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
         steps = np.asarray(steps, dtype=np.float64)
         if steps.ndim != 3 or steps.shape[1:] != (L, E):
             raise EplbError(f"steps must be [steps, {L}, {E}] loads, got shape {steps.shape}")
-    plan_w = w + kappa * steps.std(axis=0) if kappa > 0 else w
+    if kappa > 0:
+        # the steps' std, in the units of the long-window loads
+        scale = w.sum(axis=1, keepdims=True) / np.maximum(steps.mean(axis=0).sum(axis=1, keepdims=True), 1e-12)
+        plan_w = w + kappa * steps.std(axis=0) * scale
+    else:
+        plan_w = w
     # one replica per GPU at most, unless the slots cannot be filled that way
     cap = W if W * E >= topology.num_slots else topology.num_slots - E + 1
     deadline = time.perf_counter() + float(time_limit)
@@ -283,7 +295,7 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     for l in range(L):
         layer_deadline = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (L - l)
         out[l], c, s = _layer(w[l], plan_w[l], steps[:, l] if (search and steps is not None) else None,
-                              topology, cap, balance_slack, layer_deadline)
+                              topology, cap, search, step_slack, layer_deadline)
         closed.append(c)
         searched += s
     info = {"ring_closed_layers": int(np.sum(closed)), "layers_searched": searched, "kappa": float(kappa),
