@@ -190,38 +190,48 @@ def _balanced(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, vali
     rows, cols = np.nonzero(multi)
     if rows.size == 0:
         return out
-    single = valid & ~multi
-    load = np.bincount(tables.gpu[li][e[single], 0], minlength=W).astype(np.float64)
+    E = tables.count.shape[1]
     me = e[rows, cols]
-    experts, counts = np.unique(me, return_counts=True)
-    experts = experts[np.argsort(-counts, kind="stable")]
-    counts = np.sort(counts)[::-1].astype(np.float64)
+    per = np.bincount(me, minlength=E)
+    # single-replica experts' pairs stay where they are
+    every = np.bincount(e.ravel(), weights=valid.ravel(), minlength=E)
+    one = tables.count[li] == 1
+    load = np.bincount(tables.gpu[li][one, 0], weights=every[one], minlength=W).astype(np.float64)
+    experts = np.flatnonzero(per)
+    experts = experts[np.argsort(-per[experts], kind="stable")]
+    counts = per[experts].astype(np.float64)
     gpus = [tables.gpu[li][x, : tables.count[li][x]] for x in experts.tolist()]
     quota = [np.zeros(g.size) for g in gpus]
     uniq = [np.unique(g, return_inverse=True, return_counts=True) for g in gpus]
     for _ in range(passes):
+        moved = 0.0
         for i, (ug, inv, mult) in enumerate(uniq):
             np.subtract.at(load, gpus[i], quota[i])
             # replicas sharing a GPU share that GPU's part
-            quota[i] = (_water_fill(load[ug], counts[i]) / mult)[inv]
-            np.add.at(load, gpus[i], quota[i])
-    # integer quotas (largest remainders), cumulated per expert: [E, M]
-    M = tables.gpu.shape[2]
-    cum = np.full((tables.count.shape[1], M), np.iinfo(np.int64).max, dtype=np.int64)
+            q = (_water_fill(load[ug], counts[i]) / mult)[inv]
+            moved = max(moved, float(np.abs(q - quota[i]).max()))
+            quota[i] = q
+            np.add.at(load, gpus[i], q)
+        if moved < 0.5:  # stable to within half a pair
+            break
+    # integer quotas (largest remainders)
+    ints = {}
     for i, x in enumerate(experts.tolist()):
         q = quota[i]
         fl = np.floor(q).astype(np.int64)
         rest = int(counts[i]) - int(fl.sum())
         if rest > 0:
             fl[np.argsort(-(q - fl), kind="stable")[:rest]] += 1
-        cum[x, : fl.size] = np.cumsum(fl)
-    # random rank of each pair within its expert, then the replica whose quota covers it
-    order = np.lexsort((rng.random(me.size), me))
-    E = tables.count.shape[1]
-    per = np.bincount(me, minlength=E)
-    start = np.concatenate([[0], np.cumsum(per)[:-1]])
-    rank = np.empty(me.size, dtype=np.int64)
-    rank[order] = np.arange(me.size) - start[me[order]]
-    pick = (rank[:, None] >= cum[me]).sum(axis=1)
+        ints[x] = fl
+    # pairs grouped by expert (ascending id), in random order inside each expert; the first
+    # quota[0] of an expert go to replica 0, the next quota[1] to replica 1, ...
+    perm = rng.permutation(me.size)
+    key = me[perm].astype(np.int16) if E <= 32767 else me[perm]
+    order = perm[np.argsort(key, kind="stable")]
+    ids = sorted(ints)
+    reps = np.concatenate([np.arange(ints[x].size) for x in ids])
+    sizes = np.concatenate([ints[x] for x in ids])
+    pick = np.empty(me.size, dtype=np.int64)
+    pick[order] = np.repeat(reps, sizes)
     out[rows, cols] = np.minimum(pick, cnt[rows, cols] - 1)
     return out
