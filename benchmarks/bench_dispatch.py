@@ -3,13 +3,17 @@
 1. simulator speed (1M routed tokens x 58 layers);
 2. Pareto table on the prefill preset (8192 tokens per GPU per step, requests of 1024 tokens):
    max GPU load against RDMA traffic for the given methods and node-aware budgets;
-3. per-step gains of load-aware replica choice over uniform random choice on the same placement;
+3. per-step gains of load-aware replica choice over uniform random choice on the same placement
+   (3a: every replica policy on prefill_in1024; 3b: every prefill workload, with the absolute p99
+   of each placement under load-aware choice and an out-of-sample dispatch-aware row);
 4. out of sample: plan on one workload, score on another (robust placement planned on several
    windows, or on sampled steps, against the in-sample-optimal placement);
 5. decode preset: per-step imbalance (128 requests per GPU per step).
 
     PYTHONPATH=. python benchmarks/bench_dispatch.py [--methods deepseek,deepseek-global,robust]
-        [--budgets 0,0.05,inf] [--steps 3] [--quick]
+        [--budgets 0,0.05,inf] [--steps 3] [--sections 1,2,3,4,5] [--la-workloads prefill_in512,...]
+
+``--sections 3`` reruns section 3 alone and keeps the others from the existing output file.
 
 Writes benchmarks/results/bench_dispatch.md.
 """
@@ -118,24 +122,85 @@ def pareto_section(methods, budgets, data, wl, topo) -> tuple[list[str], dict]:
     return lines, placements
 
 
-def load_aware_section(placements, data, names) -> list[str]:
+LA_POLICIES = ("random", "two-choice", "least-loaded", "water-fill")
+
+
+def _closer(p99: float, base: float) -> str:
+    return f"{1 - (p99 - 1) / (base - 1):+.1%}" if base > 1 else "-"
+
+
+def load_aware_section(placements, data, names, wl) -> list[str]:
     rows = []
     for name in names:
         p = placements[name]
         base = None
-        for policy in ("random", "two-choice", "least-loaded", "water-fill"):
+        lw = eplb.evaluate(p, wl.loads).imbalance.mean()
+        for policy in LA_POLICIES:
             t0 = time.perf_counter()
             r = simulate(p, data, policy=policy, seed=2)
             dt = time.perf_counter() - t0
             w = r.work_imbalance()
-            base = w if base is None else base
-            closer = 1 - (np.percentile(w, 99) - 1) / (np.percentile(base, 99) - 1)
-            rows.append([name, policy, f"{w.mean():.4f}", f"{np.percentile(w, 99):.4f}",
-                         f"{r.received_imbalance().mean():.4f}", f"{closer:+.1%}", f"{dt:.1f}"])
+            p99 = float(np.percentile(w, 99))
+            base = p99 if base is None else base
+            rows.append([name, policy, f"{lw:.4f}", f"{w.mean():.4f}", f"{p99:.4f}",
+                         f"{r.received_imbalance().mean():.4f}", _closer(p99, base), f"{dt:.1f}"])
     return ["## 3. Load-aware replica choice (same placements, same steps, prefill preset)", "",
-            table(["placement", "replica policy", "step max/mean (mean)", "step max/mean (p99)",
-                   "received max/mean", "p99 closer to 1 than random", "sim s"], rows),
+            "### 3a. prefill_in1024, every replica policy", "",
+            "The steps of section 2. 'long-window' is max/mean of expected GPU load on the long-window loads "
+            "(replicas splitting evenly). dispatch-aware chains the replicated experts around a ring of GPUs "
+            "(every GPU holds one, the replica graph is connected) so that load-aware choice can shed any "
+            "GPU's burst; see docs/dispatch.md.", "",
+            table(["placement", "replica policy", "long-window max/mean", "step max/mean (mean)",
+                   "step max/mean (p99)", "received max/mean", "p99 closer to 1 than random", "sim s"], rows),
             "", "Target: p99 max/mean at least 30% closer to 1 than uniform random choice on the same placement.", ""]
+
+
+def all_workloads_section(workloads, names, steps: int, time_limit: float, plan_on: str = "prefill_in1024") -> list[str]:
+    """Every prefill workload: its own fitted gate and fresh steps; random against load-aware choice
+    on the same placement, and the absolute p99 of each placement under load-aware choice."""
+    topo = eplb.preset("deepseek-v3-prefill")
+    plan_loads = traces.load_workload(plan_on)
+    rows, summary = [], []
+    for wname in workloads:
+        wl, data, fit_s, gen_s = steps_for(wname, topo, steps, 8192, 1024)
+        plans = {}
+        for m in names:
+            t0 = time.perf_counter()
+            plans[m] = (eplb.place(wl, topo, m, time_limit=time_limit), time.perf_counter() - t0)
+        if wname != plan_on and "dispatch-aware" in names:
+            t0 = time.perf_counter()
+            plans[f"dispatch-aware (planned on {plan_on})"] = (eplb.place(plan_loads, topo, "dispatch-aware"),
+                                                               time.perf_counter() - t0)
+        best_other = None
+        for m, (p, plan_s) in plans.items():
+            lw = eplb.evaluate(p, wl.loads).imbalance.mean()
+            res = {}
+            pols = ("random", "water-fill", "two-choice") if m == "dispatch-aware" else ("random", "water-fill")
+            for policy in pols:
+                res[policy] = float(np.percentile(simulate(p, data, policy=policy, seed=2).work_imbalance(), 99))
+            base = res["random"]
+            rows.append([wname, m, f"{lw:.4f}", f"{base:.4f}", f"{res['water-fill']:.4f}",
+                         _closer(res["water-fill"], base),
+                         f"{res['two-choice']:.4f}" if "two-choice" in res else "-",
+                         _closer(res["two-choice"], base) if "two-choice" in res else "-", f"{plan_s:.1f}"])
+            if not m.startswith("dispatch-aware"):
+                best_other = res["water-fill"] if best_other is None else min(best_other, res["water-fill"])
+            elif m == "dispatch-aware":
+                mine = res["water-fill"]
+        if best_other is not None and "dispatch-aware" in plans:
+            summary.append(f"{wname}: dispatch-aware + water-fill p99 {mine:.4f} against the best other placement "
+                           f"+ water-fill {best_other:.4f} (gate fitted in {fit_s:.0f} s, steps in {gen_s:.0f} s)")
+        print(rows[-1], flush=True)
+    return ["### 3b. Every prefill workload: random against load-aware choice on the same placement", "",
+            f"Per workload: gate fitted to that workload, {steps} fresh steps of 8192 tokens per GPU (requests of "
+            "1024 tokens), the same steps and seeds for every row; placements planned on that workload's "
+            f"long-window loads (the steps are never seen by the planners). 'planned on {plan_on}': out of sample, "
+            f"the placement planned on {plan_on} scored on the other workload's steps. p99 over steps x 58 layers "
+            "of the per-step max/mean expert work per GPU.", "",
+            table(["workload", "placement", "long-window max/mean", "random p99", "water-fill p99",
+                   "water-fill closer", "two-choice p99", "two-choice closer", "plan s"], rows), "",
+            "Absolute p99 under load-aware choice (water-fill), dispatch-aware against the best other placement:", "",
+            *[f"- {line}" for line in summary], ""]
 
 
 def oos_section(pairs, time_limit: float) -> list[str]:
@@ -188,15 +253,41 @@ def decode_section(steps: int) -> list[str]:
                    "received max/mean", "remote nodes/token", "tokens within 4 nodes"], rows), ""]
 
 
+def _splice(path: Path, fresh: dict[int, list[str]]) -> list[str]:
+    """Sections 1-5 in order: the fresh ones, the others from the existing file at ``path``."""
+    old: dict[int, list[str]] = {}
+    if path.exists():
+        cur = None
+        for line in path.read_text().splitlines():
+            if line.startswith("## ") and line[3:4].isdigit():
+                cur = int(line[3:line.index(".")])
+                # section 2 carries the steps note written just before its heading
+                if cur == 2 and 1 in old and old[1] and old[1][-2:-1] and old[1][-2].startswith("Prefill steps"):
+                    old[2] = old[1][-2:]
+                    old[1] = old[1][:-2]
+            elif line.startswith("Total benchmark time") or line.startswith("Sections "):
+                cur = None
+            if cur is not None:
+                old.setdefault(cur, []).append(line)
+    lines = []
+    for n in range(1, 6):
+        lines += fresh.get(n) or old.get(n, [])
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default="deepseek,deepseek-global,robust,auto",
+    ap.add_argument("--methods", default="deepseek,deepseek-global,robust,auto,dispatch-aware",
                     help="placement methods to compare (comma separated)")
     ap.add_argument("--budgets", default="0,0.05,inf", help="node-aware cross-node budgets")
     ap.add_argument("--steps", type=int, default=3, help="sampled prefill steps (262,144 tokens each)")
     ap.add_argument("--speed-layers", type=int, default=58)
     ap.add_argument("--time-limit", type=float, default=10.0, help="robust planning time per placement")
     ap.add_argument("--output", default=str(ROOT / "benchmarks/results/bench_dispatch.md"))
+    ap.add_argument("--sections", default="1,2,3,4,5",
+                    help="sections to run; the others are kept from the existing output file")
+    ap.add_argument("--la-workloads", default=",".join(PREFILL),
+                    help="prefill workloads for section 3b (comma separated; empty to skip)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in eplb.methods()]
@@ -205,32 +296,49 @@ def main() -> int:
         methods = [m for m in methods if m in eplb.methods()]
     budgets = [float(b) for b in args.budgets.split(",") if b]
     t_all = time.perf_counter()
-    lines = ["# Dispatch simulation benchmark", "",
-             "Produced by `PYTHONPATH=. python benchmarks/bench_dispatch.py` "
-             f"(methods {','.join(methods)}; node-aware budgets {args.budgets}).", ""]
-    lines += speed_section(args.speed_layers)
-    print("\n".join(lines[-8:]), flush=True)
+    wanted = {int(x) for x in args.sections.split(",") if x}
+    header = ["# Dispatch simulation benchmark", "",
+              "Produced by `PYTHONPATH=. python benchmarks/bench_dispatch.py` "
+              f"(methods {','.join(methods)}; node-aware budgets {args.budgets}).", ""]
+    out: dict[int, list[str]] = {}
+
+    def show(n, sec):
+        out.setdefault(n, []).extend(sec)
+        print("\n".join(sec), flush=True)
+
+    if 1 in wanted:
+        show(1, speed_section(args.speed_layers))
     topo = eplb.preset("deepseek-v3-prefill")
-    wl, data, fit_s, gen_s = steps_for("prefill_in1024", topo, args.steps, 8192, 1024)
-    lines += [f"Prefill steps: gate fitted to prefill_in1024 in {fit_s:.0f} s; {args.steps} steps generated in "
-              f"{gen_s:.0f} s.", ""]
-    sec, placements = pareto_section(methods, budgets, data, wl, topo)
-    lines += sec
-    print("\n".join(sec), flush=True)
-    names = [n for n in ("deepseek-global", "robust") if n in placements]
-    sec = load_aware_section(placements, data, names)
-    lines += sec
-    print("\n".join(sec), flush=True)
-    del data
-    sec = oos_section([("prefill_in1024", "prefill_in2048"), ("prefill_in2048", "prefill_in1024"),
-                       ("prefill_in512", "prefill_in2048"), ("prefill_in1000out1000", "prefill_in2000out100"),
-                       ("prefill_in500out1500", "prefill_in1000out1000")], args.time_limit)
-    lines += sec
-    print("\n".join(sec), flush=True)
-    sec = decode_section(8)
-    lines += sec
-    print("\n".join(sec), flush=True)
-    lines += [f"Total benchmark time: {time.perf_counter() - t_all:.0f} s.", ""]
+    if wanted & {2, 3}:
+        wl, data, fit_s, gen_s = steps_for("prefill_in1024", topo, args.steps, 8192, 1024)
+        note = [f"Prefill steps: gate fitted to prefill_in1024 in {fit_s:.0f} s; {args.steps} steps generated in "
+                f"{gen_s:.0f} s.", ""]
+        if 2 in wanted:
+            sec, placements = pareto_section(methods, budgets, data, wl, topo)
+            show(2, note + sec)
+        else:
+            # the same steps as section 2 (same seeds)
+            placements = {m: eplb.place(wl, topo, m) for m in ("deepseek-global", "robust", "dispatch-aware")}
+        if 3 in wanted:
+            names = [n for n in ("deepseek-global", "robust", "dispatch-aware") if n in placements]
+            show(3, load_aware_section(placements, data, names, wl))
+        del data
+    if 3 in wanted and args.la_workloads:
+        show(3, all_workloads_section([w for w in args.la_workloads.split(",") if w],
+                                      ["deepseek-global", "robust", "dispatch-aware"], args.steps, args.time_limit))
+    if 4 in wanted:
+        show(4, oos_section([("prefill_in1024", "prefill_in2048"), ("prefill_in2048", "prefill_in1024"),
+                             ("prefill_in512", "prefill_in2048"), ("prefill_in1000out1000", "prefill_in2000out100"),
+                             ("prefill_in500out1500", "prefill_in1000out1000")], args.time_limit))
+    if 5 in wanted:
+        show(5, decode_section(8))
+    lines = header + _splice(Path(args.output), out)
+    took = time.perf_counter() - t_all
+    if wanted >= {1, 2, 3, 4, 5}:
+        lines += [f"Total benchmark time: {took:.0f} s.", ""]
+    else:
+        lines += [f"Sections {','.join(str(n) for n in sorted(wanted))} last rerun with `--sections "
+                  f"{args.sections}` in {took:.0f} s; the others are kept from an earlier run.", ""]
     write_text_atomic(args.output, "\n".join(lines))
     return 0
 
