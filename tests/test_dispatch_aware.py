@@ -160,3 +160,38 @@ def test_placement_is_valid_on_random_topologies(nodes, gpn, spg, experts, seed,
                     flexible |= set(g.tolist())
             assert flexible == set(range(W))
             assert replica_graph_connected(p.phy2log[l], spg, W)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_water_fill_reaches_the_best_split_on_the_ring(seed):
+    """water-fill's per-step max on a ring placement is the arc optimum, up to rounding to whole pairs."""
+    from traces.routing import RoutedTokens
+
+    rng = np.random.default_rng(seed)
+    topo = eplb.Topology(2, 3, 3, 1)  # 6 GPUs, 18 slots, 12 experts: 6 spare slots close the ring
+    E, T = 12, 3000
+    loads = rng.gamma(0.8, size=(1, E)) * 100 + 1
+    p = eplb.place(loads, topo, "dispatch-aware", search=False, kappa=0.0)
+    assert p.info["ring_closed_layers"] == 1
+    # a burst: this step's expert mix differs from the long-window one
+    mix = rng.dirichlet(np.ones(E) * 0.7)
+    ex = rng.choice(E, size=(1, T, 1), p=mix).astype(np.int16)
+    res = simulate(p, RoutedTokens(ex, rng.integers(0, 6, T), np.zeros(T), [0]), policy="water-fill", seed=seed)
+    got = res.expert_work[0, 0].max()
+    counts = np.bincount(ex.ravel(), minlength=E).astype(float)
+    gpu = np.arange(18) // 3
+    ring = np.flatnonzero(p.logcnt[0] > 1)
+    spans = []
+    for e in ring:
+        g = np.sort(gpu[p.phy2log[0] == e])
+        if g.size > 1 and g[-1] - g[0] != g.size - 1:  # wraps around the ring
+            k = int(np.flatnonzero(np.diff(g) > 1)[0]) + 1
+            g = np.concatenate([g[k:], g[:k]])
+        spans.append(g)
+    single = np.bincount(gpu[np.isin(p.phy2log[0], np.flatnonzero(p.logcnt[0] == 1))],
+                         weights=counts[p.phy2log[0][np.isin(p.phy2log[0], np.flatnonzero(p.logcnt[0] == 1))]],
+                         minlength=6)
+    members, trapped, lengths = _arc_tables(spans, 6)
+    best = arc_step_max(single[None], counts[ring][None], members, trapped, lengths)[0]
+    assert best - 1e-9 <= got <= best * 1.01 + 3
