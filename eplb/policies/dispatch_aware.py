@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, register
+from eplb.policies import PolicyOutput, get_method, register
 from eplb.topology import Topology
 
 __all__ = ["dispatch_aware", "ring_layout", "arc_step_max", "replica_graph_connected"]
@@ -274,7 +274,9 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     need_steps = search or kappa > 0
     if steps is None and need_steps:
         tps = tokens_per_step or 8192 * W
-        steps = sample_step_loads(w, num_steps, tokens_per_step=tps, tokens_per_request=tokens_per_request,
+        # all-zero (dense) layers are sampled as uniform; their placement does not matter
+        sample_on = np.where(w.sum(axis=1, keepdims=True) > 0, w, 1.0)
+        steps = sample_step_loads(sample_on, num_steps, tokens_per_step=tps, tokens_per_request=tokens_per_request,
                                   request_concentration=request_concentration, seed=seed)
     elif steps is not None:
         steps = np.asarray(steps, dtype=np.float64)
@@ -298,6 +300,19 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
                               topology, cap, search, step_slack, layer_deadline)
         closed.append(c)
         searched += s
+    # where the ring cannot close (fewer spare slots than GPUs) some GPUs hold no replicated
+    # expert; keep the base placement there when it balances the long window better
+    fallback = [l for l in range(L) if not closed[l]]
+    if fallback:
+        from eplb.evaluate import evaluate
+        from eplb.placement import Placement
+
+        base = np.asarray(get_method("deepseek-global")(w, topology).phy2log, dtype=np.int64)
+        own = evaluate(Placement.from_phy2log(out.copy(), topology, E), w).imbalance
+        ref = evaluate(Placement.from_phy2log(base, topology, E), w).imbalance
+        fallback = [l for l in fallback if ref[l] < own[l] - 1e-12]
+        out[fallback] = base[fallback]
     info = {"ring_closed_layers": int(np.sum(closed)), "layers_searched": searched, "kappa": float(kappa),
+            "base_layers": len(fallback),
             "planned_steps": int(steps.shape[0]) if steps is not None else 0}
     return PolicyOutput(out, info=info)
