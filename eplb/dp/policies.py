@@ -321,6 +321,36 @@ class Balanced(BalancedOnline):
                    "of the step's (attention, tokens); decode balances (KV, requests) within capacity")
     late_binding = True
 
+    @property
+    def decode_late_binding(self) -> bool:
+        return bool(self.options.get("decode_late_binding", True))
+
+    def bind(self, state: RankState, prompt: float, ok: np.ndarray) -> int:
+        """Decode late binding: the rank for one request leaving the router's queue, among the ranks
+        ``ok: [D] bool`` that can admit it now: the one where it raises the sum of squared normalized
+        (KV tokens, requests) least."""
+        D = state.num_ranks
+        kv = state.attention
+        cnt = (state.waiting + state.running).astype(np.float64)
+        ksum = float(kv.sum()) + prompt
+        csum = float(cnt.sum()) + 1.0
+        w = float(self.options.get("kv_weight", 1.0))
+        score = kv * (w * prompt * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
+        score = np.where(ok, score, np.inf)
+        return int(score.argmin())
+
+    @property
+    def min_chunk(self) -> int:
+        """Smallest chunk a rank computes of its first request in a step, even above the target."""
+        return int(self.options.get("min_chunk", 5120))
+
+    def attention_target(self, att: np.ndarray) -> float:
+        """Attention cap for every rank this step (inf: none), from the ranks' attention ``att: [D]``
+        under plain token-budget chunking: the largest ``T`` with ``T <= alpha * mean(min(att, T))``,
+        so that after capping no rank computes more than ``alpha`` times the step's mean attention
+        (``alpha`` = option ``attention_balance``, default 1.5; 0 or None turns the cap off)."""
+        return attention_target(att, self.options.get("attention_balance", ATTENTION_BALANCE))
+
     def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
              cached: np.ndarray) -> list[tuple[int, int, int]]:
         """Bind queued requests (in queue order) to ranks for this step.
@@ -363,6 +393,43 @@ class Balanced(BalancedOnline):
             att_max = max(att_max, float(att[r]))
             tok_max = max(tok_max, float(tok[r]))
         return out
+
+
+#: Default ``alpha`` of :func:`attention_target`: no rank's step attention above this times the mean.
+ATTENTION_BALANCE = 1.6
+
+
+def attention_target(att, alpha) -> float:
+    """Water-filling cap: the largest ``T`` with ``T <= alpha * mean(min(att, T))``; inf when
+    ``max(att) <= alpha * mean(att)`` already or ``alpha`` is falsy.
+
+    att: [D] nonnegative per-rank attention of a step; alpha: >= 1. Capping every rank at ``T`` leaves
+    max/mean <= alpha.
+
+    >>> float(attention_target(np.array([10.0, 1.0, 1.0, 1.0]), 2.0))
+    3.0
+    """
+    if not alpha:
+        return np.inf
+    alpha = float(alpha)
+    if alpha < 1.0:
+        raise EplbError(f"attention_balance must be at least 1 (a max/mean ratio), got {alpha}")
+    a = np.asarray(att, dtype=np.float64)
+    a = np.sort(a[a > 0])[::-1]     # idle ranks have nothing to take over: capping cannot help them
+    D = len(a)
+    total = float(a.sum())
+    if D == 0 or total <= 0 or a[0] <= alpha * total / D:
+        return np.inf
+    tail = np.concatenate([np.cumsum(a[::-1])[::-1], [0.0]])   # tail[k] = a[k:].sum(), no cancellation
+    for k in range(1, D + 1):       # the k largest capped at T, the others kept
+        rest = float(tail[k])
+        denom = D - alpha * k
+        if denom <= 0:
+            break
+        T = alpha * rest / denom
+        if T >= (a[k] if k < D else 0.0):
+            return min(T, float(a[k - 1]))
+    return float(a[-1]) if D else np.inf
 
 
 class Exact(Policy):

@@ -262,6 +262,66 @@ def _att_chunk(ctx: float, a_left: float) -> int:
     return max(c, 0)
 
 
+def _queue_head(central, n_all: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """[Q] int64 ids at the head of the router's queue whose new tokens first cover ``left.sum()``."""
+    room = float(np.sum(left))
+    head, acc = [], 0.0
+    for i in central:
+        if acc >= room:
+            break
+        head.append(i)
+        acc += n_all[i]
+    return np.array(head, dtype=np.int64)
+
+
+def _cut(c: int, ctx: float, room: float, floor: int, first: bool) -> int:
+    """Chunk ``c`` cut to fit ``room`` attention pairs; a rank's first chunk keeps ``min(floor, c)``."""
+    c_att = _att_chunk(ctx, room)
+    if c_att >= c:
+        return c
+    return max(c_att, min(floor, c)) if first else c_att
+
+
+def _plan_continuations(queues, budget: int, acap: np.ndarray, min_chunk: int, hard: float = np.inf):
+    """Chunks each rank computes this step from its own FIFO queue, without changing the queues.
+
+    queues: D deques of [id, remaining, context]; acap: [D] the policy's attention target per rank
+    (inf: none); hard: the rank scheduler's attention budget (inf: none). A rank always makes
+    progress: its first chunk keeps at least ``min(min_chunk, remaining, budget)`` tokens above the
+    target, and one token above the hard budget. Returns (chunks per rank, (tokens [D], attention
+    [D], requests [D])).
+    """
+    D = len(queues)
+    tok = np.zeros(D)
+    att = np.zeros(D)
+    cnt = np.zeros(D)
+    plans = []
+    for r in range(D):
+        left = budget
+        plan = []
+        cap = acap[r]
+        for item in queues[r]:
+            if left <= 0:
+                break
+            _, rem, ctx = item
+            c = rem if rem < left else left
+            if cap != np.inf:
+                c = _cut(c, ctx, cap - att[r], min_chunk, att[r] == 0)
+            if hard != np.inf:
+                c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
+            if c == 0:
+                break
+            plan.append(c)
+            tok[r] += c
+            att[r] += c * ctx + c * (c + 1) / 2.0
+            cnt[r] += 1
+            left -= c
+            if c < rem:
+                break
+        plans.append(plan)
+    return plans, (tok, att, cnt)
+
+
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
                       cost_model, attention_budget: float | None = None) -> SimResult:
     N = len(req)
@@ -280,9 +340,11 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     pending = 0
     budget = int(token_budget)
     late = bool(getattr(policy, "late_binding", False))
+    target_hook = getattr(policy, "attention_target", None)
     central: deque = deque()
     outstanding = 0.0
     loaded_rows = []
+    spread_rows = []
     while ptr < N or pending:
         j0 = ptr
         while ptr < N and astep[order[ptr]] <= s:
@@ -310,27 +372,38 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
         if not pending:
             s = int(astep[order[ptr]])
             continue
-        tok = np.zeros(ranks)
-        att = np.zeros(ranks)
-        cnt = np.zeros(ranks)
+        # work a perfect router could spread this step: requests not started anywhere, plus what each
+        # rank can do of its started (sticky) requests, at most one budget
+        held = np.zeros(ranks)
+        for r in range(ranks):
+            for item in queues[r]:
+                if not started[item[0]]:
+                    break
+                held[r] += item[1]
+        spread = outstanding - float(held.sum()) + float(np.minimum(held, budget).sum())
+        spread_rows.append(spread >= ranks * budget)
+        # per-rank attention cap of this step: the global attention budget, and the policy's target
+        hard = np.inf if attention_budget is None else float(attention_budget)
+        acap = np.full(ranks, np.inf)
+        min_chunk = 1
+        if target_hook is not None:
+            est = _plan_continuations(queues, budget, acap, 1, hard)[1]
+            if late and central:
+                left0 = budget - est[0]
+                head = _queue_head(central, n_all, left0)
+                est_att = est[1].copy()
+                for j, r, c in policy.fill(left0, est[1], est[0], n_all[head], p_all[head]):
+                    est_att[r] += c * p_all[head[j]] + c * (c + 1) / 2.0
+            else:
+                est_att = est[1]
+            acap[:] = float(target_hook(est_att))
+            min_chunk = max(1, int(getattr(policy, "min_chunk", 1)))
+        plans, (tok, att, cnt) = _plan_continuations(queues, budget, acap, min_chunk, hard)
         for r in range(ranks):
             q = queues[r]
-            left = budget
-            while left > 0 and q:
+            for c in plans[r]:
                 item = q[0]
                 i, rem, ctx = item
-                c = rem if rem < left else left
-                if attention_budget is not None:
-                    c = min(c, _att_chunk(ctx, attention_budget - att[r]))
-                    if c == 0:
-                        if att[r] > 0:
-                            break
-                        c = 1  # a rank always makes progress
-                a = c * ctx + c * (c + 1) / 2.0
-                tok[r] += c
-                att[r] += a
-                cnt[r] += 1
-                left -= c
                 if not started[i]:
                     started[i] = True
                     state.waiting[r] -= 1
@@ -346,34 +419,27 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
             state.tokens[r] -= tok[r]
             state.attention[r] = max(0.0, state.attention[r] - att[r])
         closed = np.zeros(ranks, dtype=bool)
+        lim = np.minimum(acap, hard)
         while late and central:
-            open_ = (tok < budget) & ~closed
-            if attention_budget is not None:
-                open_ &= att < attention_budget
+            open_ = (tok < budget) & ~closed & ((att < lim) | (att == 0))
             if not open_.any():
                 break
             left = np.where(open_, budget - tok, 0.0)
-            room = float(left.sum())
-            head, acc = [], 0.0
-            for i in central:
-                if acc >= room:
-                    break
-                head.append(i)
-                acc += n_all[i]
-            head = np.array(head, dtype=np.int64)
+            head = _queue_head(central, n_all, left)
             bound = set()
             for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
                 i = int(head[j])
                 if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
                     raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
                 ctx = int(p_all[i])
-                if attention_budget is not None:
-                    c_att = _att_chunk(ctx, attention_budget - att[r])
-                    if c_att == 0 and att[r] == 0:
-                        c_att = 1
-                    if c_att < c:
-                        closed[r] = True  # its attention budget is spent after this chunk
-                        c = c_att
+                if lim[r] != np.inf:
+                    c0 = c
+                    if acap[r] != np.inf:
+                        c = _cut(c, ctx, acap[r] - att[r], min_chunk, att[r] == 0)
+                    if hard != np.inf:
+                        c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
+                    if c < c0:
+                        closed[r] = True  # its attention is spent after this chunk
                     if c == 0:
                         continue
                 bound.add(i)
@@ -408,8 +474,9 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     return SimResult(policy.name, "prefill", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), tokens, attention, None,
                      np.array(req_rows).reshape(-1, ranks), step_seconds=sec,
-                     loaded=np.array(loaded_rows, dtype=bool),
-                     info={"token_budget": budget, "attention_budget": attention_budget})
+                     loaded=np.array(spread_rows, dtype=bool),
+                     info={"token_budget": budget, "attention_budget": attention_budget,
+                           "loaded_total": np.array(loaded_rows, dtype=bool)})
 
 
 def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, kv_capacity: int,
@@ -431,10 +498,23 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     nrun = np.zeros(ranks, dtype=np.int64)
     heap: list = []
     state = RankState.empty("decode", ranks, kv_capacity=float(cap), max_batch=float(max_batch))
+    late = bool(getattr(policy, "decode_late_binding", False))
+    central: deque = deque()
+
+    def state_view():
+        state.waiting[:] = wlen
+        state.running[:] = nrun
+        state.tokens[:] = kv + wtok
+        state.attention[:] = kv
+        state.kv_usage[:] = kv / cap
+        return state
+
     done_count = 0
     done_out = 0.0
     refused = preempted = 0
     steps, kv_rows, run_rows = [], [], []
+    largest = []                              # [S] KV of the largest running request after the step
+    is_run = np.zeros(N, dtype=bool)
     order = np.argsort(astep, kind="stable")
     ptr = 0
     live = 0
@@ -448,7 +528,10 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             fits = inp[ids] + 1 <= cap
             refused += int((~fits).sum())
             ids = ids[fits]
-            if len(ids):
+            if len(ids) and late:
+                central.extend(int(i) for i in ids)
+                live += len(ids)
+            elif len(ids):
                 batch = Batch(inp[ids], np.zeros(len(ids), dtype=np.int64), inp[ids])
                 state.mean_output = done_out / done_count if done_count else 0.0
                 ranks_of = np.asarray(policy.assign(state, batch), dtype=np.int64)
@@ -481,16 +564,42 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                 kv[r] += need
                 nrun[r] += 1
                 running[r].append(i)
+                is_run[i] = True
                 admit[i] = s
                 epoch[i] += 1
                 heapq.heappush(heap, (s + int(out[i] - gen0[i]) - 1, i, int(epoch[i])))
                 if gen0[i] == 0:
                     first[i] = s
+        wlen = np.array([len(q) for q in waitq])
+        # late binding: the router's queue, first come first served, each request bound to a rank
+        # only when one can admit it now (its own queue empty, a batch slot and the KV free)
+        while late and central:
+            i = central[0]
+            need = inp[i]
+            ok = (nrun < max_batch) & (kv + need + 1 <= cap) & (wlen == 0)
+            if not ok.any():
+                break
+            central.popleft()
+            state.mean_output = done_out / done_count if done_count else 0.0
+            r = int(policy.bind(state_view(), float(need), ok))
+            if not ok[r]:
+                raise EplbError(f"policy {policy.name} bound request {i} to rank {r}, which cannot admit it")
+            assignment[i] = r
+            if s > astep[i]:
+                waited[i] = True
+            kv[r] += need
+            nrun[r] += 1
+            running[r].append(i)
+            is_run[i] = True
+            admit[i] = s
+            epoch[i] += 1
+            heapq.heappush(heap, (s + int(out[i]) - 1, i, int(epoch[i])))
+            first[i] = s
         if not live:
             if ptr < N:
                 s = int(astep[order[ptr]])
             continue
-        if nrun.sum() == 0 and ptr < N and all(not q for q in waitq):
+        if nrun.sum() == 0 and ptr < N and all(not q for q in waitq) and not central:
             s = int(astep[order[ptr]])
             continue
         # one decode step: every running request writes one more KV token
@@ -498,6 +607,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         for r in np.flatnonzero(kv > cap):
             while kv[r] > cap and running[r]:
                 v = running[r].pop()
+                is_run[v] = False
                 g = int(gen0[v] + s - admit[v])  # tokens before this step; this step's is lost
                 kv[r] -= inp[v] + g + 1
                 nrun[r] -= 1
@@ -511,6 +621,10 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                     waitq[r].appendleft(v)
                     wtok[r] += inp[v] + g
         steps.append(s)
+        if is_run.any():
+            largest.append(float((inp + gen0 + (s - admit) + 1)[is_run].max()))
+        else:
+            largest.append(0.0)
         kv_rows.append(kv.astype(np.float64).copy())
         run_rows.append(nrun.astype(np.float64).copy())
         # finished requests leave at the end of the step
@@ -520,6 +634,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                 continue
             r = int(assignment[i])
             running[r].remove(i)
+            is_run[i] = False
             kv[r] -= inp[i] + out[i]
             nrun[r] -= 1
             live -= 1
@@ -538,7 +653,8 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                      np.array(steps, dtype=np.int64), runs, kvs, kvs, runs, refused=refused,
                      queued=int(waited.sum()), preempted=preempted, step_seconds=sec,
                      info={"kv_capacity": cap, "max_batch": int(max_batch),
-                           "warmup_steps": int(np.ceil(out.mean())) if N else 0})
+                           "warmup_steps": int(np.ceil(out.mean())) if N else 0,
+                           "largest_kv": np.array(largest, dtype=np.float64)})
 
 
 def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str | Policy = "balanced",
