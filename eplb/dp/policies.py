@@ -24,11 +24,16 @@ Ours:
 - ``balanced`` (default). Prefill: late binding. Requests wait in the router's first-come queue
   and are bound to a rank in the step that rank has token budget left, to the rank where the
   request's first chunk keeps that step's normalized (attention pairs, tokens) L-inf smallest; then
-  they stay. Decode: each arriving request (largest prompt first) goes to the rank where it raises
-  the sum over ranks of squared normalized (KV tokens, requests) least, skipping ranks where it
-  would not fit in the KV capacity with its expected growth (the mean output length of the
-  requests finished so far) unless they hold fewer requests than the mean, or that are at the batch
-  limit, while other ranks remain.
+  they stay. Chunks are sized against both the token budget and an attention target per step
+  (:meth:`Balanced.attention_target`): no rank computes more than ``attention_balance`` (1.6) times
+  the step's mean attention, except that a rank's first chunk keeps at least ``min_chunk`` (5120)
+  tokens so deep prompts keep moving. Decode: late binding too (``decode_late_binding``, on by
+  default): requests wait in the router's first-come queue and are bound, when some rank can admit
+  them now, to the admitting rank where they raise the sum over ranks of squared normalized (KV
+  tokens, requests) least. With ``decode_late_binding=False`` each arriving request (largest prompt
+  first) goes to that rank at once, skipping ranks where it would not fit in the KV capacity with
+  its expected growth (the mean output length of the requests finished so far) unless they hold
+  fewer requests than the mean, or that are at the batch limit, while other ranks remain.
 - ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
   min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
   decode as ``balanced``.

@@ -25,7 +25,11 @@ Balance metric, per axis (tokens, attention, kv, requests): for every step in wh
 ranks of that axis is positive (at least one rank has work on it), the ratio ``max over ranks /
 mean over ranks``; reported as the mean and the 99th percentile (numpy's linear interpolation) of
 that ratio over those steps. Steps in which no rank works are not counted; steps in which some
-ranks idle are (an idle rank is imbalance). Time to first token counts steps from the arrival step
+ranks idle are (an idle rank is imbalance). Decode also records, per step, the KV of the largest running request (``info["largest_kv"]``): whatever
+the assignment of that step's running requests, max/mean KV >= max(1, largest / mean KV), the floor
+the benchmark reports.
+
+Time to first token counts steps from the arrival step
 to the step that computes the request's last prompt token (prefill) or its first output token
 (decode), both inclusive, so a request served in its arrival step has TTFT 1.
 
@@ -133,8 +137,11 @@ class SimResult:
     @property
     def measured(self) -> np.ndarray:
         """[S] bool: the steps the headline balance numbers count. Prefill: loaded steps, those that
-        start with at least ``D * token_budget`` prompt tokens outstanding in the system (queued
-        anywhere or in progress), so that every rank could be kept full. Decode: the arrival window
+        start with at least ``D * token_budget`` prompt tokens that a perfect router could spread over
+        the ranks: the tokens of requests not started anywhere, plus, per rank, at most one budget of
+        the requests it has started (a request stays on its rank, so the remaining tokens of one long
+        prompt cannot keep other ranks busy). ``info["loaded_total"]`` keeps the earlier definition
+        (every outstanding token counted). Decode: the arrival window
         after a warm-up of one mean output length (``info["warmup_steps"]``), the time the ranks take
         to fill from empty by Little's law; the drain after the last arrival is not counted."""
         if self.phase == "prefill" and self.loaded is not None:
