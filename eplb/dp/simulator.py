@@ -281,12 +281,22 @@ def _queue_head(central, n_all: np.ndarray, left: np.ndarray) -> np.ndarray:
     return np.array(head, dtype=np.int64)
 
 
-def _cut(c: int, ctx: float, room: float, floor: int, first: bool) -> int:
-    """Chunk ``c`` cut to fit ``room`` attention pairs; a rank's first chunk keeps ``min(floor, c)``."""
+#: A request whose remaining attention fits in this many capped steps gets no minimum chunk.
+FLOOR_STEPS = 4.0
+
+
+def _cut(c: int, ctx: float, room: float, floor: int, first: bool, rem: int = 0, cap: float = np.inf) -> int:
+    """Chunk ``c`` cut to fit ``room`` attention pairs. A rank's first chunk keeps ``min(floor, c)``
+    tokens (one at least) unless the request's remaining ``rem`` tokens fit within
+    ``FLOOR_STEPS`` steps of ``cap`` attention pairs."""
     c_att = _att_chunk(ctx, room)
     if c_att >= c:
         return c
-    return max(c_att, min(floor, c)) if first else c_att
+    if not first:
+        return c_att
+    if floor > 1 and rem * ctx + rem * (rem + 1) / 2.0 <= FLOOR_STEPS * cap:
+        floor = 1
+    return max(c_att, min(floor, c))
 
 
 def _plan_continuations(queues, budget: int, acap: np.ndarray, min_chunk: int, hard: float = np.inf):
@@ -313,7 +323,7 @@ def _plan_continuations(queues, budget: int, acap: np.ndarray, min_chunk: int, h
             _, rem, ctx = item
             c = rem if rem < left else left
             if cap != np.inf:
-                c = _cut(c, ctx, cap - att[r], min_chunk, att[r] == 0)
+                c = _cut(c, ctx, cap - att[r], min_chunk, att[r] == 0, rem, cap)
             if hard != np.inf:
                 c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
             if c == 0:
@@ -327,6 +337,55 @@ def _plan_continuations(queues, budget: int, acap: np.ndarray, min_chunk: int, h
                 break
         plans.append(plan)
     return plans, (tok, att, cnt)
+
+
+def _plan_step(queues, central, budget: int, acap: np.ndarray, hard: float, min_chunk: int, policy,
+               n_all: np.ndarray, p_all: np.ndarray):
+    """One prefill step planned without changing any state: each rank's continuation chunks
+    (:func:`_plan_continuations`), then, when ``central`` (the router's queue, late binding) is
+    given, the policy's bindings of queued requests to ranks with budget left, cut to the same
+    attention limits. Returns (chunks per rank, [(request, rank, chunk)], (tokens [D], attention
+    [D], requests [D]))."""
+    plans, (tok, att, cnt) = _plan_continuations(queues, budget, acap, min_chunk, hard)
+    binds = []
+    if not central:
+        return plans, binds, (tok, att, cnt)
+    D = len(queues)
+    waiting = list(central)
+    closed = np.zeros(D, dtype=bool)
+    lim = np.minimum(acap, hard)
+    while waiting:
+        open_ = (tok < budget) & ~closed & ((att < lim) | (att == 0))
+        if not open_.any():
+            break
+        left = np.where(open_, budget - tok, 0.0)
+        head = _queue_head(waiting, n_all, left)
+        bound = set()
+        for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
+            i = int(head[j])
+            if not 0 <= r < D or not 0 < c <= min(left[r], n_all[i]) or i in bound:
+                raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
+            ctx = int(p_all[i])
+            if lim[r] != np.inf:
+                c0 = c
+                if acap[r] != np.inf:
+                    c = _cut(c, ctx, acap[r] - att[r], min_chunk, att[r] == 0, int(n_all[i]), acap[r])
+                if hard != np.inf:
+                    c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
+                if c < c0:
+                    closed[r] = True  # its attention is spent after this chunk
+                if c == 0:
+                    continue
+            bound.add(i)
+            binds.append((i, r, int(c)))
+            tok[r] += c
+            att[r] += c * ctx + c * (c + 1) / 2.0
+            cnt[r] += 1
+            left[r] -= c
+        if not bound:
+            break
+        waiting = [i for i in waiting if i not in bound]
+    return plans, binds, (tok, att, cnt)
 
 
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
@@ -389,28 +448,31 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 held[r] += item[1]
         spread = outstanding - float(held.sum()) + float(np.minimum(held, budget).sum())
         spread_rows.append(spread >= ranks * budget)
-        # per-rank attention cap of this step: the global attention budget, and the policy's target
+        # plan the step with plain token-budget chunks; a policy with an attention target then caps
+        # every rank's attention at its target and the step is planned again (at most 3 rounds, the
+        # cap only tightens); then the plan is carried out
         hard = np.inf if attention_budget is None else float(attention_budget)
         acap = np.full(ranks, np.inf)
         min_chunk = 1
+        plans, binds, (tok, att, cnt) = _plan_step(queues, central if late else None, budget, acap, hard,
+                                                   min_chunk, policy, n_all, p_all)
         if target_hook is not None:
-            est = _plan_continuations(queues, budget, acap, 1, hard)[1]
-            if late and central:
-                left0 = budget - est[0]
-                head = _queue_head(central, n_all, left0)
-                est_att = est[1].copy()
-                for j, r, c in policy.fill(left0, est[1], est[0], n_all[head], p_all[head]):
-                    est_att[r] += c * p_all[head[j]] + c * (c + 1) / 2.0
-            else:
-                est_att = est[1]
-            acap[:] = float(target_hook(est_att))
             min_chunk = max(1, int(getattr(policy, "min_chunk", 1)))
-        plans, (tok, att, cnt) = _plan_continuations(queues, budget, acap, min_chunk, hard)
+            for _ in range(3):
+                T = float(target_hook(att))
+                if not T < acap[0]:
+                    break
+                acap[:] = T
+                plans, binds, (tok, att, cnt) = _plan_step(queues, central if late else None, budget, acap,
+                                                           hard, min_chunk, policy, n_all, p_all)
         for r in range(ranks):
             q = queues[r]
+            done_tok = done_att = 0.0
             for c in plans[r]:
                 item = q[0]
                 i, rem, ctx = item
+                done_tok += c
+                done_att += c * ctx + c * (c + 1) / 2.0
                 if not started[i]:
                     started[i] = True
                     state.waiting[r] -= 1
@@ -423,47 +485,20 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 else:
                     item[1] = rem - c
                     item[2] = ctx + c
-            state.tokens[r] -= tok[r]
-            state.attention[r] = max(0.0, state.attention[r] - att[r])
-        closed = np.zeros(ranks, dtype=bool)
-        lim = np.minimum(acap, hard)
-        while late and central:
-            open_ = (tok < budget) & ~closed & ((att < lim) | (att == 0))
-            if not open_.any():
-                break
-            left = np.where(open_, budget - tok, 0.0)
-            head = _queue_head(central, n_all, left)
+            state.tokens[r] -= done_tok
+            state.attention[r] = max(0.0, state.attention[r] - done_att)
+        if binds:
             bound = set()
-            for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
-                i = int(head[j])
-                if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
-                    raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
-                ctx = int(p_all[i])
-                if lim[r] != np.inf:
-                    c0 = c
-                    if acap[r] != np.inf:
-                        c = _cut(c, ctx, acap[r] - att[r], min_chunk, att[r] == 0)
-                    if hard != np.inf:
-                        c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
-                    if c < c0:
-                        closed[r] = True  # its attention is spent after this chunk
-                    if c == 0:
-                        continue
+            for i, r, c in binds:
                 bound.add(i)
                 assignment[i] = r
                 started[i] = True
-                tok[r] += c
-                att[r] += c * ctx + c * (c + 1) / 2.0
-                cnt[r] += 1
-                left[r] -= c
                 if c == n_all[i]:
                     first[i] = s
                     pending -= 1
                 else:
-                    queues[r].append([i, int(n_all[i] - c), ctx + c])
+                    queues[r].append([i, int(n_all[i] - c), int(p_all[i]) + c])
                     state.running[r] += 1
-            if not bound:
-                break
             while central and central[0] in bound:
                 bound.discard(central.popleft())
             if bound:
