@@ -232,6 +232,17 @@ def timing(quick):
                 pol.assign(st, b)
             out.append((f"decode online decision, {name}", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
         pol = make_policy("balanced")
+        ok = np.ones(D, dtype=bool)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            pol.bind(st, 3000.0, ok)
+        out.append(("decode late-binding decision, balanced", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
+        att_plan = rng.uniform(0, 1e9, D)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            pol.attention_target(att_plan)
+        out.append(("prefill attention target per step, balanced", D, D, (time.perf_counter() - t0) / reps * 1e6,
+                    "us"))
         left = np.full(D, 4096.0)
         att = rng.uniform(0, 1e8, D)
         tok = 16384 - left

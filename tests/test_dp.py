@@ -278,3 +278,22 @@ def test_attention_budget_caps_every_rank_step(trace):
         assert res.attention.sum() == pytest.approx(attention_pairs(trace.new_tokens, trace.cached).sum(), rel=1e-9)
     with pytest.raises(EplbError, match="attention_budget"):
         simulate(trace, 4, "prefill", attention_budget=0)
+
+
+def test_balance_gate_trades_waiting_for_kv_balance():
+    reqs = load_bundled_requests(limit=900)
+    kw = dict(load=0.7, kv_capacity=400_000, max_batch=128)
+    plain = simulate(reqs, 4, "decode", "balanced", **kw).summary()
+    gated = simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": (0.0, 20)}, **kw).summary()
+    assert gated["queued"] >= plain["queued"]
+    with pytest.raises(EplbError, match="balance_gate"):
+        simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": (-1, 3)})
+    with pytest.raises(EplbError, match="attention_balance"):
+        simulate(reqs, 4, "prefill", "balanced", policy_options={"attention_balance": 0.5})
+
+
+def test_cli_balanced_options(capsys):
+    assert main(["dp", "--limit", "200", "--ranks", "4", "--attention-balance", "0", "--bind-at-arrival"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False}
+    assert main(["dp", "--limit", "200", "--min-chunk", "0"]) == 2

@@ -52,7 +52,10 @@ from eplb.errors import EplbError
 from solvers.assign import default_scale, exact_assign, greedy_assign
 
 __all__ = [
+    "ATTENTION_BALANCE",
     "DEFAULT_POLICY",
+    "MIN_CHUNK",
+    "attention_target",
     "BASELINES",
     "Batch",
     "Policy",
@@ -66,6 +69,10 @@ __all__ = [
 DEFAULT_POLICY = "balanced"
 #: Engine baselines, in the order reports list them.
 BASELINES = ("round_robin", "shortest_queue", "least_tokens", "vllm", "vllm_legacy")
+#: Default ``alpha`` of :func:`attention_target`: no rank's step attention above this times the mean.
+ATTENTION_BALANCE = 1.6
+#: Default tokens a rank's first chunk in a step keeps above the attention target (deep prompts move on).
+MIN_CHUNK = 5120
 
 
 @dataclass
@@ -319,41 +326,72 @@ class Balanced(BalancedOnline):
     """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
     bound to a rank only in the step the rank has token budget left; each goes to the rank where its
     first chunk keeps the step's normalized (attention, tokens) L-inf smallest, and then stays there.
-    Decode: as ``balanced_online``."""
+    Chunks are sized against the token budget and an attention target (:meth:`attention_target`).
+    Decode: late binding as well (:meth:`bind`); with ``decode_late_binding=False`` as
+    ``balanced_online``.
+
+    Options: ``attention_balance`` (alpha of :func:`attention_target`, default 1.6; 0 or None: plain
+    token-budget chunking), ``min_chunk`` (tokens a rank's first chunk keeps above the target,
+    default 5120), ``decode_late_binding`` (default True), ``balance_gate`` (decode, default None:
+    a pair ``(eps, steps)``: a request waits up to ``steps`` steps in the router rather than lift a
+    rank above ``1 + eps`` times the mean KV; trades time to first token for KV balance).
+    """
 
     name = "balanced"
     description = ("ours (default): prefill binds queued requests at the step a rank has budget, min-L-inf "
-                   "of the step's (attention, tokens); decode balances (KV, requests) within capacity")
+                   "of the step's (attention, tokens), chunks cut to an attention target; decode binds "
+                   "queued requests when a rank can admit them, balancing (KV, requests)")
     late_binding = True
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        a = options.get("attention_balance", ATTENTION_BALANCE)
+        if a and not float(a) >= 1.0:
+            raise EplbError(f"attention_balance must be at least 1 (a max/mean ratio) or 0 to turn the "
+                            f"attention target off, got {a}")
+        if int(options.get("min_chunk", MIN_CHUNK)) < 1:
+            raise EplbError(f"min_chunk must be at least 1 token, got {options['min_chunk']}")
+        g = options.get("balance_gate")
+        if g and (len(g) != 2 or float(g[0]) < 0 or int(g[1]) < 0):
+            raise EplbError(f"balance_gate must be a pair (eps >= 0, steps >= 0), got {g!r}")
 
     @property
     def decode_late_binding(self) -> bool:
         return bool(self.options.get("decode_late_binding", True))
 
+    @property
+    def balance_gate(self):
+        """None, or (eps, steps): see the class docstring."""
+        g = self.options.get("balance_gate")
+        return (float(g[0]), int(g[1])) if g else None
+
+    #: decode late binding: the arrivals of one step enter the router's queue largest prompt first
+    largest_first = True
+
     def bind(self, state: RankState, prompt: float, ok: np.ndarray) -> int:
         """Decode late binding: the rank for one request leaving the router's queue, among the ranks
-        ``ok: [D] bool`` that can admit it now: the one where it raises the sum of squared normalized
-        (KV tokens, requests) least."""
+        ``ok: [D] bool`` that can admit it now: preferring those where it also fits with the expected
+        growth of the requests there (``mean_output`` tokens each), the one where it raises the sum
+        over ranks of squared normalized (KV tokens, requests) least. Returns a rank index."""
         D = state.num_ranks
         kv = state.attention
         cnt = (state.waiting + state.running).astype(np.float64)
         ksum = float(kv.sum()) + prompt
         csum = float(cnt.sum()) + 1.0
-        w = float(self.options.get("kv_weight", 1.0))
-        score = kv * (w * prompt * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
-        score = np.where(ok, score, np.inf)
+        # the marginal sum of squares up to terms equal on every rank (see _decode_marginal)
+        score = kv * (prompt * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
+        roomy = ok & (kv + prompt + state.mean_output * (1.0 + cnt) <= state.kv_capacity)
+        score = np.where(roomy if roomy.any() else ok, score, np.inf)
         return int(score.argmin())
 
     @property
     def min_chunk(self) -> int:
-        """Smallest chunk a rank computes of its first request in a step, even above the target."""
-        return int(self.options.get("min_chunk", 5120))
+        """Tokens a rank's first chunk in a step keeps even above the attention target."""
+        return int(self.options.get("min_chunk", MIN_CHUNK))
 
     def attention_target(self, att: np.ndarray) -> float:
-        """Attention cap for every rank this step (inf: none), from the ranks' attention ``att: [D]``
-        under plain token-budget chunking: the largest ``T`` with ``T <= alpha * mean(min(att, T))``,
-        so that after capping no rank computes more than ``alpha`` times the step's mean attention
-        (``alpha`` = option ``attention_balance``, default 1.5; 0 or None turns the cap off)."""
+        """Attention cap for every rank this step (inf: none), from the ranks' planned attention
+        ``att: [D]``: :func:`attention_target` with ``alpha`` = option ``attention_balance``."""
         return attention_target(att, self.options.get("attention_balance", ATTENTION_BALANCE))
 
     def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
@@ -400,8 +438,6 @@ class Balanced(BalancedOnline):
         return out
 
 
-#: Default ``alpha`` of :func:`attention_target`: no rank's step attention above this times the mean.
-ATTENTION_BALANCE = 1.6
 
 
 def attention_target(att, alpha) -> float:

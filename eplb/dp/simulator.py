@@ -281,6 +281,9 @@ def _queue_head(central, n_all: np.ndarray, left: np.ndarray) -> np.ndarray:
     return np.array(head, dtype=np.int64)
 
 
+#: Decode late binding looks at most this far into the router's queue in one step.
+LATE_SCAN = 64
+
 #: A request whose remaining attention fits in this many capped steps gets no minimum chunk.
 FLOOR_STEPS = 4.0
 
@@ -541,6 +544,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     heap: list = []
     state = RankState.empty("decode", ranks, kv_capacity=float(cap), max_batch=float(max_batch))
     late = bool(getattr(policy, "decode_late_binding", False))
+    gate = getattr(policy, "balance_gate", None)
     central: deque = deque()
 
     def state_view():
@@ -571,6 +575,8 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             refused += int((~fits).sum())
             ids = ids[fits]
             if len(ids) and late:
+                if getattr(policy, "largest_first", False):  # this step's arrivals, largest prompt first
+                    ids = ids[np.argsort(-inp[ids], kind="stable")]
                 central.extend(int(i) for i in ids)
                 live += len(ids)
             elif len(ids):
@@ -615,13 +621,25 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         wlen = np.array([len(q) for q in waitq])
         # late binding: the router's queue, first come first served, each request bound to a rank
         # only when one can admit it now (its own queue empty, a batch slot and the KV free)
-        while late and central:
-            i = central[0]
+        # a request that fits nowhere now reserves the rank with the most free KV (it is admitted
+        # there first) and the ones behind it go on to the other ranks: no head-of-line blocking
+        reserved = wlen > 0
+        k = 0
+        while late and k < len(central) and k < LATE_SCAN:
+            i = central[k]
             need = inp[i]
-            ok = (nrun < max_batch) & (kv + need + 1 <= cap) & (wlen == 0)
-            if not ok.any():
+            free = (nrun < max_batch) & ~reserved
+            if not free.any():
                 break
-            central.popleft()
+            ok = free & (kv + need + 1 <= cap)
+            if gate is not None and s - astep[i] < gate[1]:
+                # balance gate: wait (a few steps at most) rather than lift a rank far above the mean
+                ok &= kv + need <= (1.0 + gate[0]) * (float(kv.sum()) + need) / ranks
+            if not ok.any():
+                reserved[int(np.argmax(np.where(free, cap - kv, -1)))] = True
+                k += 1
+                continue
+            del central[k]
             state.mean_output = done_out / done_count if done_count else 0.0
             r = int(policy.bind(state_view(), float(need), ok))
             if not ok[r]:
