@@ -459,7 +459,7 @@ def attention_target(att, alpha) -> float:
     a = np.sort(a[a > 0])[::-1]     # idle ranks have nothing to take over: capping cannot help them
     D = len(a)
     total = float(a.sum())
-    if D == 0 or total <= 0 or a[0] <= alpha * total / D:
+    if D == 0 or total <= 0 or a[0] <= alpha * total / D * (1.0 + 1e-12):
         return np.inf
     tail = np.concatenate([np.cumsum(a[::-1])[::-1], [0.0]])   # tail[k] = a[k:].sum(), no cancellation
     for k in range(1, D + 1):       # the k largest capped at T, the others kept

@@ -7,11 +7,18 @@ and the slowest rank sets the step time. Each simulated step:
    where it stays (see :mod:`eplb.dp.policies`);
 2. prefill: each rank computes up to ``token_budget`` prompt tokens of its FIFO queue (chunked
    prefill: a request may be split across steps; its chunks' attention pairs add up to
-   ``n*p + n(n+1)/2``). Decode: each rank admits waiting requests in FIFO order while its batch has
-   a free slot and its KV capacity holds the request's KV, then every running request generates
+   ``n*p + n(n+1)/2``). A policy with an ``attention_target`` (``balanced``) sees the step planned
+   with plain token-budget chunks and returns a cap on each rank's attention pairs; the step is
+   planned again with chunks cut to it (a rank's first chunk keeps ``policy.min_chunk`` tokens) and
+   then carried out. A late-binding policy keeps arriving requests in the router's queue and binds
+   them (``policy.fill``) to ranks with budget left. Decode: each rank admits waiting requests in
+   FIFO order while its batch has a free slot and its KV capacity holds the request's KV, then every
+   running request generates
    one token (its KV grows by one); a rank that runs out of KV preempts its newest requests back to
    the head of its queue (their KV is rebuilt on readmission); a request that alone exceeds the
-   capacity is aborted and counted as refused;
+   capacity is aborted and counted as refused. A decode policy with ``decode_late_binding`` keeps
+   arrivals in the router's queue and binds each (``policy.bind``) when some rank can admit it now;
+   one that fits nowhere reserves the rank with the most free KV, and the ones behind it go on;
 3. per rank the step's tokens, attention pairs (prefill) or KV tokens read (decode) and request
    count are recorded.
 
@@ -25,12 +32,11 @@ Balance metric, per axis (tokens, attention, kv, requests): for every step in wh
 ranks of that axis is positive (at least one rank has work on it), the ratio ``max over ranks /
 mean over ranks``; reported as the mean and the 99th percentile (numpy's linear interpolation) of
 that ratio over those steps. Steps in which no rank works are not counted; steps in which some
-ranks idle are (an idle rank is imbalance). Decode also records, per step, the KV of the largest running request (``info["largest_kv"]``): whatever
-the assignment of that step's running requests, max/mean KV >= max(1, largest / mean KV), the floor
-the benchmark reports.
+ranks idle are (an idle rank is imbalance). Decode also records, per step, the KV of the largest
+running request (``info["largest_kv"]``): whatever the assignment of that step's running requests,
+max/mean KV >= max(1, largest / mean KV), the floor the benchmark reports.
 
-Time to first token counts steps from the arrival step
-to the step that computes the request's last prompt token (prefill) or its first output token
+Time to first token counts steps from the arrival step to the step that computes the request's last prompt token (prefill) or its first output token
 (decode), both inclusive, so a request served in its arrival step has TTFT 1.
 
 A cost model, when given, maps per-rank step work to seconds: a callable ``cost(a, b)`` with
