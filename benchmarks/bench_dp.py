@@ -5,6 +5,9 @@ request traces if present, else the bundled Mooncake trace) at 8 and 32 ranks, p
 prints the tables and writes benchmarks/results/bench_dp.md. Also times the routing decisions.
 
     PYTHONPATH=. python benchmarks/bench_dp.py [--traces DIR] [--quick]
+
+From a git worktree other than the main checkout, pass --traces /work/shared/data/requests (the
+default looks for ../shared/data/requests beside the checkout).
 """
 from __future__ import annotations
 
@@ -291,13 +294,19 @@ def main():
     lines += attention_budget_section(args.quick)
     lines += batch_exact(args.quick)
     doc = ["# DP request balancing: baselines and ours, side by side", "",
-           "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py` "
+           "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py --traces <shared data>/requests` "
            f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - t0:.0f} s). Every policy sees the same "
            "requests, arrival steps and limits in one run; same seed, same numbers. Metric definitions: "
            "docs/dp.md and `eplb/dp/simulator.py`. Prefill headline numbers count *loaded steps* (steps that "
-           "start with at least D x budget prompt tokens outstanding, so every rank could be kept busy); the "
-           "column *all busy steps* counts every step in which some rank works. Decode numbers count the "
-           "steps of the arrival window (first to last arrival).", "",
+           "start with at least D x budget prompt tokens a perfect router could spread: tokens of requests not "
+           "started anywhere plus, per rank, at most one budget of the requests it has started, since a request "
+           "stays on its rank); the column *old loaded steps* counts every outstanding token instead (the "
+           "earlier definition), *all busy steps* every step in which some rank works. Decode numbers count the "
+           "steps of the arrival window (first to last arrival) after a warm-up of one mean output length; the "
+           "floor is the time-averaged max(1, largest running request's KV / mean KV) (KV) and ceil(n/D)/(n/D) "
+           "(requests), which no assignment of a step's running requests can beat. Decode `load` is the offered "
+           "fraction of the binding resource (batch slots or KV, by Little's law); the measured KV use and batch "
+           "columns show which binds.", "",
            "## Targets", "",
            "| trace | ranks | phase | check | value | met |", "|---|---|---|---|---|---|"]
     for name, D, phase, what, val, ok in checks:

@@ -142,12 +142,12 @@ def test_prefill_attention_target_invariants(seed, ranks, budget, alpha):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 6), st.booleans())
-def test_decode_late_binding_invariants(seed, ranks, late):
+@given(st.integers(0, 10_000), st.integers(1, 6), st.booleans(), st.booleans())
+def test_decode_late_binding_invariants(seed, ranks, late, gate):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(5, 80))
     reqs = from_lengths(rng.integers(1, 5000, n), rng.integers(1, 200, n), arrival=np.sort(rng.random(n) * 20))
-    opts = {"decode_late_binding": late}
+    opts = {"decode_late_binding": late, "balance_gate": {"steps": 5, "big": 1.0} if gate else False}
     res = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
     assert (res.kv <= 8000).all() and (res.requests <= 8).all()                    # limits never exceeded
     served = res.first_token_step >= 0
@@ -280,20 +280,42 @@ def test_attention_budget_caps_every_rank_step(trace):
         simulate(trace, 4, "prefill", attention_budget=0)
 
 
+def test_balance_gate_holds_long_prompts_only():
+    from eplb.dp.policies import BalanceGate
+
+    pol = make_policy("balanced")
+    assert pol.balance_gate == BalanceGate()
+    kv = np.array([100.0, 90.0, 80.0, 10.0])
+    nrun = np.array([10, 10, 10, 10])
+    # mean KV per running request 7: a prompt of 10 is short, never held
+    assert pol.gate(kv, nrun, 10.0, 0, 0) is None
+    # a prompt of 60 may go only where it stays within max(current max, mean after)
+    assert pol.gate(kv, nrun, 60.0, 0, 0).tolist() == [False, False, False, True]
+    assert pol.gate(kv, nrun, 95.0, 0, 0).tolist() == [False, False, False, False]
+    assert pol.gate(kv, nrun, 95.0, 40, 0) is None          # waited long enough
+    assert pol.gate(kv, nrun, 95.0, 0, 9) is None           # the router's queue is long: ranks need work
+    assert make_policy("balanced", balance_gate=False).gate(kv, nrun, 95.0, 0, 0) is None
+    with pytest.raises(EplbError, match="balance_gate"):
+        make_policy("balanced", balance_gate={"steps": -1})
+    with pytest.raises(EplbError, match="balance_gate"):
+        make_policy("balanced", balance_gate={"wait": 3})
+
+
 def test_balance_gate_trades_waiting_for_kv_balance():
     reqs = load_bundled_requests(limit=900)
     kw = dict(load=0.7, kv_capacity=400_000, max_batch=128)
-    plain = simulate(reqs, 4, "decode", "balanced", **kw).summary()
-    gated = simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": (0.0, 20)}, **kw).summary()
+    gated = simulate(reqs, 4, "decode", "balanced", **kw).summary()
+    plain = simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": False}, **kw).summary()
     assert gated["queued"] >= plain["queued"]
-    with pytest.raises(EplbError, match="balance_gate"):
-        simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": (-1, 3)})
+    assert gated["kv_max_over_mean"]["mean"] <= plain["kv_max_over_mean"]["mean"]
     with pytest.raises(EplbError, match="attention_balance"):
         simulate(reqs, 4, "prefill", "balanced", policy_options={"attention_balance": 0.5})
 
 
 def test_cli_balanced_options(capsys):
-    assert main(["dp", "--limit", "200", "--ranks", "4", "--attention-balance", "0", "--bind-at-arrival"]) == 0
+    assert main(["dp", "--limit", "200", "--ranks", "4", "--attention-balance", "0", "--bind-at-arrival",
+                 "--no-balance-gate"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False}
+    assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False,
+                                           "balance_gate": False}
     assert main(["dp", "--limit", "200", "--min-chunk", "0"]) == 2

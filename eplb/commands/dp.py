@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--bind-at-arrival", action="store_true",
                    help="balanced, decode: bind each request to a rank when it arrives instead of when a rank "
                         "can admit it")
+    p.add_argument("--no-balance-gate", action="store_true",
+                   help="balanced, decode: never hold a long prompt back to keep the KV balanced (see docs/dp.md)")
     p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
@@ -82,7 +84,7 @@ def run(args) -> int:
 
         cost = prefill_rank_time if args.phase == "prefill" else decode_rank_time
     ours = {"attention_balance": args.attention_balance, "min_chunk": args.min_chunk,
-            "decode_late_binding": not args.bind_at_arrival}
+            "decode_late_binding": not args.bind_at_arrival, "balance_gate": not args.no_balance_gate}
     if args.compare:
         out = compare(reqs, args.ranks, args.phase, cost_model=cost, policy_options=ours, **options)
     else:

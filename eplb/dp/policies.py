@@ -53,6 +53,7 @@ from solvers.assign import default_scale, exact_assign, greedy_assign
 
 __all__ = [
     "ATTENTION_BALANCE",
+    "BalanceGate",
     "DEFAULT_POLICY",
     "MIN_CHUNK",
     "attention_target",
@@ -322,6 +323,44 @@ def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class BalanceGate:
+    """Decode late binding: when a long prompt waits rather than lift a rank's KV.
+
+    A request whose prompt is at least ``big`` times the mean KV of a running request is bound only
+    to a rank whose KV stays at or below the larger of the current maximum and ``1 + eps`` times the
+    mean after binding; when no rank qualifies it waits in the router's queue (and reserves the rank
+    with the most free KV, which then drains) for at most ``steps`` steps. The gate is open while the
+    router's queue holds more than ``queue * D`` requests (the ranks are then short of work, not of
+    balance). Short requests are never held: they cannot lift a rank much.
+    """
+
+    eps: float = 0.0
+    steps: int = 40
+    big: float = 2.0
+    queue: float = 2.0
+
+
+def _make_gate(g) -> "BalanceGate | None":
+    if g is None or g is False:
+        return None
+    if g is True:
+        return BalanceGate()
+    if isinstance(g, BalanceGate):
+        out = g
+    elif isinstance(g, dict):
+        try:
+            out = BalanceGate(**g)
+        except TypeError as e:
+            raise EplbError(f"balance_gate: {e}; fields are eps, steps, big, queue") from None
+    else:
+        raise EplbError(f"balance_gate must be True, False, a dict (eps, steps, big, queue) or a BalanceGate, "
+                        f"got {g!r}")
+    if out.eps < 0 or out.steps < 0 or out.big < 0 or out.queue < 0:
+        raise EplbError(f"balance_gate fields must be nonnegative, got {out}")
+    return out
+
+
 class Balanced(BalancedOnline):
     """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
     bound to a rank only in the step the rank has token budget left; each goes to the rank where its
@@ -332,9 +371,8 @@ class Balanced(BalancedOnline):
 
     Options: ``attention_balance`` (alpha of :func:`attention_target`, default 1.6; 0 or None: plain
     token-budget chunking), ``min_chunk`` (tokens a rank's first chunk keeps above the target,
-    default 5120), ``decode_late_binding`` (default True), ``balance_gate`` (decode, default None:
-    a pair ``(eps, steps)``: a request waits up to ``steps`` steps in the router rather than lift a
-    rank above ``1 + eps`` times the mean KV; trades time to first token for KV balance).
+    default 5120), ``decode_late_binding`` (default True), ``balance_gate`` (decode late binding: a
+    :class:`BalanceGate`, a dict of its fields, True for the defaults (default) or False/None: off).
     """
 
     name = "balanced"
@@ -351,19 +389,27 @@ class Balanced(BalancedOnline):
                             f"attention target off, got {a}")
         if int(options.get("min_chunk", MIN_CHUNK)) < 1:
             raise EplbError(f"min_chunk must be at least 1 token, got {options['min_chunk']}")
-        g = options.get("balance_gate")
-        if g and (len(g) != 2 or float(g[0]) < 0 or int(g[1]) < 0):
-            raise EplbError(f"balance_gate must be a pair (eps >= 0, steps >= 0), got {g!r}")
+        self._gate = _make_gate(options.get("balance_gate", True))
 
     @property
     def decode_late_binding(self) -> bool:
         return bool(self.options.get("decode_late_binding", True))
 
     @property
-    def balance_gate(self):
-        """None, or (eps, steps): see the class docstring."""
-        g = self.options.get("balance_gate")
-        return (float(g[0]), int(g[1])) if g else None
+    def balance_gate(self) -> "BalanceGate | None":
+        return self._gate
+
+    def gate(self, kv: np.ndarray, nrun: np.ndarray, prompt: float, waited: int, queued: int):
+        """Decode late binding: the ranks ``[D] bool`` a request may be bound to now, or None (any).
+        kv, nrun: [D] KV tokens and running requests per rank; prompt: the request's KV; waited:
+        steps it has waited; queued: requests in the router's queue. See :class:`BalanceGate`."""
+        g = self._gate
+        if g is None or waited >= g.steps or queued > g.queue * len(kv):
+            return None
+        total = float(kv.sum())
+        if prompt < g.big * total / max(1.0, float(nrun.sum())):
+            return None
+        return kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / len(kv))
 
     #: decode late binding: the arrivals of one step enter the router's queue largest prompt first
     largest_first = True

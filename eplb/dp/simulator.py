@@ -36,8 +36,9 @@ ranks idle are (an idle rank is imbalance). Decode also records, per step, the K
 running request (``info["largest_kv"]``): whatever the assignment of that step's running requests,
 max/mean KV >= max(1, largest / mean KV), the floor the benchmark reports.
 
-Time to first token counts steps from the arrival step to the step that computes the request's last prompt token (prefill) or its first output token
-(decode), both inclusive, so a request served in its arrival step has TTFT 1.
+Time to first token counts steps from the arrival step to the step that computes the request's last
+prompt token (prefill) or its first output token (decode), both inclusive, so a request served in its
+arrival step has TTFT 1.
 
 A cost model, when given, maps per-rank step work to seconds: a callable ``cost(a, b)`` with
 ``a, b: [R] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
@@ -550,7 +551,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     heap: list = []
     state = RankState.empty("decode", ranks, kv_capacity=float(cap), max_batch=float(max_batch))
     late = bool(getattr(policy, "decode_late_binding", False))
-    gate = getattr(policy, "balance_gate", None)
+    gate = getattr(policy, "gate", None)
     central: deque = deque()
 
     def state_view():
@@ -627,8 +628,9 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         wlen = np.array([len(q) for q in waitq])
         # late binding: the router's queue, first come first served, each request bound to a rank
         # only when one can admit it now (its own queue empty, a batch slot and the KV free)
-        # a request that fits nowhere now reserves the rank with the most free KV (it is admitted
-        # there first) and the ones behind it go on to the other ranks: no head-of-line blocking
+        # a request that fits nowhere now (or that the policy's gate holds back) reserves the rank
+        # with the most free KV (it is admitted there first) and the ones behind it go on to the other
+        # ranks: no head-of-line blocking
         reserved = wlen > 0
         k = 0
         while late and k < len(central) and k < LATE_SCAN:
@@ -638,9 +640,10 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             if not free.any():
                 break
             ok = free & (kv + need + 1 <= cap)
-            if gate is not None and s - astep[i] < gate[1]:
-                # balance gate: wait (a few steps at most) rather than lift a rank far above the mean
-                ok &= kv + need <= (1.0 + gate[0]) * (float(kv.sum()) + need) / ranks
+            if gate is not None and ok.any():
+                allowed = gate(kv, nrun, float(need), int(s - astep[i]), len(central))
+                if allowed is not None:
+                    ok &= allowed
             if not ok.any():
                 reserved[int(np.argmax(np.where(free, cap - kv, -1)))] = True
                 k += 1
