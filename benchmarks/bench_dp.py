@@ -253,6 +253,26 @@ def timing(quick):
         for _ in range(reps):
             pol.fill(left, att, tok, np.array([30000]), np.array([512]))
         out.append(("prefill late-binding decision, balanced", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
+    # the router's whole prefill work per request inside a simulated run (late binding and the
+    # attention target), on the bundled Mooncake trace
+    reqs = load_bundled_requests(limit=1500 if quick else None)
+    for D in (8, 32):
+        pol = make_policy("balanced")
+        spent = [0.0]
+        fill0, target0 = pol.fill, pol.attention_target
+
+        def timed(f):
+            def g(*a):
+                t = time.perf_counter()
+                r = f(*a)
+                spent[0] += time.perf_counter() - t
+                return r
+            return g
+
+        pol.fill, pol.attention_target = timed(fill0), timed(target0)
+        simulate(reqs, D, "prefill", pol)
+        out.append(("prefill router work per request in a run (binding + attention target), balanced", D, len(reqs),
+                    spent[0] / len(reqs) * 1e6, "us"))
     # batch of 1024 requests over 32 ranks
     n = 1024
     new = rng.integers(100, 20000, n)

@@ -7,10 +7,11 @@ and the slowest rank sets the step time. Each simulated step:
    where it stays (see :mod:`eplb.dp.policies`);
 2. prefill: each rank computes up to ``token_budget`` prompt tokens of its FIFO queue (chunked
    prefill: a request may be split across steps; its chunks' attention pairs add up to
-   ``n*p + n(n+1)/2``). A policy with an ``attention_target`` (``balanced``) sees the step planned
-   with plain token-budget chunks and returns a cap on each rank's attention pairs; the step is
-   planned again with chunks cut to it (a rank's first chunk keeps ``policy.min_chunk`` tokens) and
-   then carried out. A late-binding policy keeps arriving requests in the router's queue and binds
+   ``n*p + n(n+1)/2``). A policy with an ``attention_target`` (``balanced``) caps each rank's
+   attention pairs: from an estimate before planning (each rank's continuations, its budget left
+   filled at the last step's attention per token), then from the planned step itself, whose ranks
+   above the cap give up their last chunks (a rank's first chunk keeps ``policy.min_chunk`` tokens
+   unless its request fits in a few capped steps); then the plan is carried out. A late-binding policy keeps arriving requests in the router's queue and binds
    them (``policy.fill``) to ranks with budget left. Decode: each rank admits waiting requests in
    FIFO order while its batch has a free slot and its KV capacity holds the request's KV, then every
    running request generates
@@ -288,6 +289,9 @@ def _queue_head(central, n_all: np.ndarray, left: np.ndarray) -> np.ndarray:
     return np.array(head, dtype=np.int64)
 
 
+#: Prefill attention target: rounds of cutting a planned step to the target of its own attention.
+TRIMS = 3
+
 #: Decode late binding looks at most this far into the router's queue in one step.
 LATE_SCAN = 64
 
@@ -398,6 +402,41 @@ def _plan_step(queues, central, budget: int, acap: np.ndarray, hard: float, min_
     return plans, binds, (tok, att, cnt)
 
 
+def _trim(plans, binds, tok, att, cnt, queues, T: float, min_chunk: int, n_all, p_all):
+    """Cut a planned step so that no rank's attention exceeds ``T`` (in place on tok, att, cnt):
+    each rank over it gives up its last chunks first (bound requests before its continuations; a
+    bound request whose chunk is dropped stays in the router's queue). A rank's first chunk keeps
+    what :func:`_cut` allows. Returns the new (plans, binds)."""
+    over = np.flatnonzero(att > T)
+    if not len(over):
+        return plans, binds
+    drop = set(over.tolist())
+    keep_binds = [b for b in binds if b[1] not in drop]
+    for r in over:
+        chunks = [(queues[r][k][2], c, queues[r][k][1]) for k, c in enumerate(plans[r])]   # ctx, c, rem
+        chunks += [(int(p_all[i]), c, int(n_all[i]), i) for i, rr, c in binds if rr == r]
+        new_plan, new_binds = [], []
+        a_r = t_r = n_r = 0.0
+        for k, ch in enumerate(chunks):
+            ctx, c, rem = ch[0], ch[1], ch[2]
+            c2 = _cut(c, ctx, T - a_r, min_chunk, k == 0, rem, T)
+            if c2 <= 0:
+                break
+            a_r += c2 * ctx + c2 * (c2 + 1) / 2.0
+            t_r += c2
+            n_r += 1
+            if len(ch) == 3:
+                new_plan.append(c2)
+            else:
+                new_binds.append((ch[3], int(r), int(c2)))
+            if c2 < c:
+                break
+        plans[r] = new_plan
+        keep_binds += new_binds
+        tok[r], att[r], cnt[r] = t_r, a_r, n_r
+    return plans, keep_binds
+
+
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
                       cost_model, attention_budget: float | None = None) -> SimResult:
     N = len(req)
@@ -417,6 +456,7 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     budget = int(token_budget)
     late = bool(getattr(policy, "late_binding", False))
     target_hook = getattr(policy, "attention_target", None)
+    density = float(budget) / 2.0  # attention pairs per token of the last step (first guess: fresh prompts)
     central: deque = deque()
     outstanding = 0.0
     loaded_rows = []
@@ -458,23 +498,32 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 held[r] += item[1]
         spread = outstanding - float(held.sum()) + float(np.minimum(held, budget).sum())
         spread_rows.append(spread >= ranks * budget)
-        # plan the step with plain token-budget chunks; a policy with an attention target then caps
-        # every rank's attention at its target and the step is planned again (at most 3 rounds, the
-        # cap only tightens); then the plan is carried out
+        # plan the step; a policy with an attention target caps every rank's attention at a target
+        # estimated before planning, then cuts the plan to the target of its own attention (at most
+        # TRIMS rounds, the cap only tightens); then the plan is carried out
         hard = np.inf if attention_budget is None else float(attention_budget)
         acap = np.full(ranks, np.inf)
         min_chunk = 1
+        if target_hook is not None:
+            # the target from a cheap estimate: each rank's continuations, plus its budget left
+            # filled at the previous step's attention per token
+            min_chunk = max(1, int(getattr(policy, "min_chunk", 1)))
+            ctok, catt, _ = _plan_continuations(queues, budget, acap, 1, hard)[1]
+            if late and central:
+                catt = catt + (budget - ctok) * density
+            acap[:] = float(target_hook(catt))
         plans, binds, (tok, att, cnt) = _plan_step(queues, central if late else None, budget, acap, hard,
                                                    min_chunk, policy, n_all, p_all)
         if target_hook is not None:
-            min_chunk = max(1, int(getattr(policy, "min_chunk", 1)))
-            for _ in range(3):
+            # the plan's own attention gives a tighter target when it is over: cut the ranks above it
+            for _ in range(TRIMS):
                 T = float(target_hook(att))
                 if not T < acap[0]:
                     break
                 acap[:] = T
-                plans, binds, (tok, att, cnt) = _plan_step(queues, central if late else None, budget, acap,
-                                                           hard, min_chunk, policy, n_all, p_all)
+                plans, binds = _trim(plans, binds, tok, att, cnt, queues, T, min_chunk, n_all, p_all)
+            if tok.sum() > 0:
+                density = float(att.sum()) / float(tok.sum())
         for r in range(ranks):
             q = queues[r]
             done_tok = done_att = 0.0
