@@ -237,9 +237,12 @@ def timing(quick):
         pol = make_policy("balanced")
         ok = np.ones(D, dtype=bool)
         t0 = time.perf_counter()
+        kv_now, run_now = st.tokens.copy(), st.running.copy()
         for _ in range(reps):
-            pol.bind(st, 3000.0, ok)
-        out.append(("decode late-binding decision, balanced", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
+            allowed = pol.gate(kv_now, run_now, 60000.0, 0, 0)   # a long prompt: the gate decides
+            pol.bind(st, 60000.0, ok if allowed is None else ok & allowed)
+        out.append(("decode late-binding decision (gate + rank), balanced", D, 1,
+                    (time.perf_counter() - t0) / reps * 1e6, "us"))
         att_plan = rng.uniform(0, 1e9, D)
         t0 = time.perf_counter()
         for _ in range(reps):
