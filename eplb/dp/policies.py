@@ -30,16 +30,18 @@ Ours:
   tokens so deep prompts keep moving. Decode: late binding too (``decode_late_binding``, on by
   default): requests wait in the router's first-come queue and are bound, when some rank can admit
   them now, to the admitting rank where they raise the sum over ranks of squared normalized (KV
-  tokens, requests) least. With ``decode_late_binding=False`` each arriving request (largest prompt
-  first) goes to that rank at once, skipping ranks where it would not fit in the KV capacity with
-  its expected growth (the mean output length of the requests finished so far) unless they hold
-  fewer requests than the mean, or that are at the batch limit, while other ranks remain.
+  tokens, requests) least; a long prompt that would lift a rank above the current maximum KV waits
+  a little (:class:`BalanceGate`). With ``decode_late_binding=False`` each arriving request
+  (largest prompt first) goes to that rank at once, skipping ranks where it would not fit in the KV
+  capacity with its expected growth (the mean output length of the requests finished so far)
+  unless they hold fewer requests than the mean, or that are at the batch limit, while other ranks
+  remain.
 - ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
   min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
-  decode as ``balanced``.
+  decode as ``balanced`` with ``decode_late_binding=False``.
 - ``exact``: prefill batches bound at arrival by CP-SAT on the ``balanced_online`` objective
   (time-limited, warm-started from the greedy, never worse on the batch objective); decode as
-  ``balanced``.
+  ``balanced_online``.
 """
 from __future__ import annotations
 
