@@ -456,19 +456,22 @@ class Balanced(BalancedOnline):
         D = len(left)
         att_sum, tok_sum = float(att.sum()), float(tok.sum())
         att_max, tok_max = float(att.max()), float(tok.max())
+        closed = left <= 0
+        n_open = D - int(closed.sum())
         out = []
         for j in range(len(new_tokens)):
-            open_ = left > 0
-            if not open_.any():
+            if n_open == 0:
                 break
             n = float(new_tokens[j])
             p = float(cached[j])
             c = np.minimum(n, left)
             a = c * (p + (c + 1.0) * 0.5)
-            a_mean = max(1.0, (att_sum + float(a.max())) / D)
-            t_mean = max(1.0, (tok_sum + float(c.max())) / D)
+            cm = min(n, float(left.max()))          # = c.max(); a grows with c, so a.max() is a at cm
+            a_mean = max(1.0, (att_sum + cm * (p + (cm + 1.0) * 0.5)) / D)
+            t_mean = max(1.0, (tok_sum + cm) / D)
             peak = np.maximum((att + a) * (1.0 / a_mean), (tok + c) * (1.0 / t_mean))
-            peak[~open_] = np.inf
+            if n_open < D:
+                peak[closed] = np.inf
             # the step's L-inf after binding: max(peak of the chosen rank, the current maximum)
             top = max(att_max / a_mean, tok_max / t_mean)
             best = max(float(peak.min()), top)
@@ -477,6 +480,9 @@ class Balanced(BalancedOnline):
             cr, ar = float(c[r]), float(a[r])
             out.append((j, r, int(cr)))
             left[r] -= cr
+            if left[r] <= 0:
+                closed[r] = True
+                n_open -= 1
             att[r] += ar
             tok[r] += cr
             att_sum += ar
