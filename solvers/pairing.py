@@ -187,6 +187,9 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_l
     rhs = float(num_slots) - np.asarray(A[:, np.flatnonzero(fixed)].sum(axis=1)).ravel()
     cols = np.flatnonzero(on_free)
     fe = np.flatnonzero(free)
+    if cols.size == 0:  # nothing to choose: the fixed counts either fit or not
+        fits = fe.size == 0 and ks[fixed].sum() == num_slots and np.all(rhs >= -1e-9)
+        return np.array(ref, dtype=np.int64, copy=True) if fits else None
     one = csr_matrix((np.ones(cols.size), (np.searchsorted(fe, items[cols]), np.arange(cols.size))),
                      shape=(fe.size, cols.size))
     left = float(num_slots - ks[fixed].sum())
@@ -224,7 +227,7 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
     misses = 0
     while True:
         left = deadline - time.perf_counter()
-        if left <= 0.05 or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
+        if left <= 0.1 or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
             break
         floor = max(failed, lo * (1 + tol / 2))
         if value <= floor * (1 + tol / 2):
