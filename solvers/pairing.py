@@ -13,10 +13,14 @@ for every replica size ``b > T/2``::
 
 (Hall's condition for the nested neighbourhoods of the large replicas). Deciding whether some
 count vector satisfies (*) is a small integer program over "item e gets k replicas" choices.
-:func:`pairing_solve` improves the counts by local search, then bisects on ``T``: first with the
-LP relaxation (fast; an infeasible LP proves ``T`` unreachable), then with the integer program
-(HiGHS through scipy) while time remains; the largest ``T`` proven unreachable is a certified
-lower bound, and every feasible integer point found is a plan.
+:func:`pairing_solve` improves the counts by local search, then bisects on ``T`` with the LP
+relaxation (fast; an infeasible LP proves ``T`` unreachable, and its rounded points are plans).
+The plan is then improved by a large-neighbourhood search: at a threshold between the bound and
+the plan, most items are fixed (at the LP's rounding or at the plan's counts) and an integer
+program over the few free items' choices, which solves in milliseconds, looks for counts that
+reach it. When that stalls, the full integer program tries to prove the plan within the target
+gap. The largest ``T`` proven unreachable is a certified lower bound. HiGHS (through scipy) runs
+without presolve: on these models its presolve dominates the run time and ignores the time limit.
 """
 from __future__ import annotations
 
@@ -318,8 +322,9 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     weight: [n] float64; num_bins: m (2m >= n slots); counts0: [n] a known count vector (e.g. a
     heuristic's) used as the starting upper bound; lower: a known lower bound; tol: stop when
     the bracket is this tight (relative); target: the first threshold tried is the start
-    value / (1 + target), which settles "within target" in one step; time_limit: seconds for the whole search (the answer
-    is then feasible but the bound looser).
+    value / (1 + target), which settles "within target" in one step, and the neighbourhood search
+    aims at that gap first; time_limit: seconds for the whole search (the answer is then feasible
+    but the bound looser); seed: the neighbourhood search's random choices.
     """
     start = time.perf_counter()
     w = np.asarray(weight, dtype=np.float64)
