@@ -5,6 +5,9 @@ request traces if present, else the bundled Mooncake trace) at 8 and 32 ranks, p
 prints the tables and writes benchmarks/results/bench_dp.md. Also times the routing decisions.
 
     PYTHONPATH=. python benchmarks/bench_dp.py [--traces DIR] [--quick]
+
+From a git worktree other than the main checkout, pass --traces /work/shared/data/requests (the
+default looks for ../shared/data/requests beside the checkout).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eplb.cost import decode_rank_time, prefill_rank_time  # noqa: E402
-from eplb.dp import DEFAULTS, Batch, RankState, make_policy, simulate  # noqa: E402
+from eplb.dp import DEFAULTS, Batch, RankState, make_policy, max_over_mean, simulate  # noqa: E402
 from eplb.dp.policies import BASELINES  # noqa: E402
 from solvers.assign import greedy_assign  # noqa: E402
 from traces.requests import load_bundled_requests, read_requests  # noqa: E402
@@ -42,6 +45,34 @@ def _excess_cut(ours, rr):
     return 1.0 - (ours - 1) / (rr - 1)
 
 
+def _ttft_seconds(res):
+    """p99 time to first token in modelled seconds: the step seconds from the arrival step to the
+    first-token step, both counted (steps in which no rank works take no time)."""
+    cum = np.concatenate([[0.0], np.cumsum(res.step_seconds)])
+    ok = res.first_token_step >= 0
+    hi = np.searchsorted(res.step, res.first_token_step[ok], side="right")
+    lo = np.searchsorted(res.step, res.arrival_step[ok], side="left")
+    return float(np.percentile(cum[hi] - cum[lo], 99)) if ok.any() else float("nan")
+
+
+def _decode_extras(res):
+    """Floors and busy-ness over the measured steps: per step, max/mean KV >= max(1, largest running
+    request's KV / mean KV) and max/mean requests >= ceil(n/D) / (n/D), whatever the assignment of
+    that step's running requests; both time-averaged like the metric. Also mean KV use and batch."""
+    m = res.measured
+    kv, rq = res.kv[m], res.requests[m]
+    D = res.ranks
+    mean_kv = kv.mean(axis=1)
+    busy = mean_kv > 0
+    fkv = np.maximum(1.0, res.info["largest_kv"][m][busy] / mean_kv[busy])
+    n = rq.sum(axis=1)
+    nb = n > 0
+    freq = np.ceil(n[nb] / D) / (n[nb] / D)
+    return {"floor_kv": float(fkv.mean()) if len(fkv) else 1.0, "floor_req": float(freq.mean()) if len(freq) else 1.0,
+            "kv_use_measured": float(kv.mean() / res.info["kv_capacity"]) if kv.size else 0.0,
+            "batch_measured": float(rq.mean()) if rq.size else 0.0}
+
+
 def run_traces(paths, ranks_list, quick):
     lines = []
     checks = []
@@ -61,50 +92,68 @@ def run_traces(paths, ranks_list, quick):
             rows = {}
             for pol in PREFILL_POLICIES:
                 t0 = time.perf_counter()
-                rows[pol] = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time).summary()
+                res = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time)
+                rows[pol] = res.summary()
                 rows[pol]["wall"] = time.perf_counter() - t0
+                old = res.info["loaded_total"]
+                rows[pol]["old_att"] = max_over_mean(res.attention, old)
+                rows[pol]["old_tok"] = max_over_mean(res.tokens, old)
+                rows[pol]["ttft_s"] = _ttft_seconds(res)
             lines.append(f"\n**prefill, {D} ranks** (budget {DEFAULTS['token_budget']} tokens/rank/step, "
                          f"load {DEFAULTS['load']}; loaded steps: {rows['round_robin']['tokens_max_over_mean']['steps']} "
                          f"of {rows['round_robin']['busy_steps']} busy for round robin)\n")
             lines.append("| policy | tokens max/mean: mean / p99 | attention max/mean: mean / p99 | "
-                         "all busy steps: tokens / attention (mean) | TTFT steps p50 / p99 | steps | H800 model s |")
-            lines.append("|---|---|---|---|---|---|---|")
+                         "all busy steps: tokens / attention (mean) | old loaded steps: tokens / attention "
+                         "(mean / p99) | TTFT steps p50 / p99 | TTFT H800 s p99 | steps | H800 model s |")
+            lines.append("|---|---|---|---|---|---|---|---|---|")
             for pol, r in rows.items():
                 lines.append(f"| {pol} | {_fmt(r['tokens_max_over_mean'])} | {_fmt(r['attention_max_over_mean'])} | "
                              f"{r['tokens_max_over_mean']['all_steps']['mean']:.3f} / "
                              f"{r['attention_max_over_mean']['all_steps']['mean']:.3f} | "
-                             f"{r['ttft_steps']['p50']:.0f} / {r['ttft_steps']['p99']:.0f} | {r['steps']} | "
-                             f"{r['seconds']:.1f} |")
+                             f"{_fmt(r['old_tok'])} / {_fmt(r['old_att'])} | "
+                             f"{r['ttft_steps']['p50']:.0f} / {r['ttft_steps']['p99']:.0f} | {r['ttft_s']:.2f} | "
+                             f"{r['steps']} | {r['seconds']:.1f} |")
             rr, ours = rows["round_robin"], rows["balanced"]
             for axis in ("tokens", "attention"):
                 for stat in ("mean", "p99"):
                     cut = _excess_cut(ours[f"{axis}_max_over_mean"][stat], rr[f"{axis}_max_over_mean"][stat])
                     checks.append((s["name"], D, "prefill", f"{axis} {stat}: excess cut vs round robin",
                                    cut, cut >= 0.5))
-            checks.append((s["name"], D, "prefill", "TTFT p99 balanced <= round robin",
+            checks.append((s["name"], D, "prefill", "TTFT p99 balanced <= round robin (difference, steps)",
                            ours["ttft_steps"]["p99"] - rr["ttft_steps"]["p99"],
                            ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"]))
+            checks.append((s["name"], D, "prefill", "throughput: steps to finish, balanced minus round robin "
+                           f"(round robin {rr['steps']})", ours["steps"] - rr["steps"], None))
+            checks.append((s["name"], D, "prefill", "modelled H800 seconds, balanced / round robin",
+                           ours["seconds"] / rr["seconds"], None))
             for load in DECODE_LOADS:
                 rows = {}
                 for pol in DECODE_POLICIES:
-                    rows[pol] = simulate(reqs, D, "decode", pol, load=load, cost_model=decode_rank_time).summary()
+                    res = simulate(reqs, D, "decode", pol, load=load, cost_model=decode_rank_time)
+                    rows[pol] = res.summary()
+                    rows[pol].update(_decode_extras(res))
                 lines.append(f"\n**decode, {D} ranks, load {load}** (KV capacity {DEFAULTS['kv_capacity']} tokens, "
                              f"max batch {DEFAULTS['max_batch']}; measured over the arrival window after a warm-up of "
                              f"one mean output length: {rows['round_robin']['kv_max_over_mean']['steps']} steps)\n")
-                lines.append("| policy | KV max/mean: mean / p99 | requests max/mean: mean / p99 | mean KV use | "
+                lines.append("| policy | KV max/mean: mean / p99 | requests max/mean: mean / p99 | floor KV / requests | "
+                             "mean KV use (all / measured) | mean batch (measured) | "
                              "TTFT steps p50 / p99 | queued | preempted | refused | H800 model s |")
-                lines.append("|---|---|---|---|---|---|---|---|---|")
+                lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
                 for pol, r in rows.items():
                     lines.append(f"| {pol} | {_fmt(r['kv_max_over_mean'])} | {_fmt(r['requests_max_over_mean'])} | "
-                                 f"{r['kv_usage_mean']:.2f} | {r['ttft_steps']['p50']:.0f} / "
+                                 f"{r['floor_kv']:.3f} / {r['floor_req']:.3f} | "
+                                 f"{r['kv_usage_mean']:.2f} / {r['kv_use_measured']:.2f} | {r['batch_measured']:.0f} | "
+                                 f"{r['ttft_steps']['p50']:.0f} / "
                                  f"{r['ttft_steps']['p99']:.0f} | {r['queued']} | {r['preempted']} | {r['refused']} | "
                                  f"{r['seconds']:.1f} |")
                 ours = rows["balanced"]
                 for axis in ("kv", "requests"):
                     v = ours[f"{axis}_max_over_mean"]["mean"]
                     best = min(rows[b][f"{axis}_max_over_mean"]["mean"] for b in BASELINES)
+                    fl = ours["floor_kv" if axis == "kv" else "floor_req"]
                     checks.append((s["name"], D, f"decode {load}",
-                                   f"{axis} time-averaged max/mean <= 1.05 (best baseline {best:.3f})", v, v <= 1.05))
+                                   f"{axis} time-averaged max/mean <= 1.05 (best baseline {best:.3f}, floor {fl:.3f})",
+                                   v, v <= 1.05))
     return lines, checks
 
 
@@ -186,6 +235,20 @@ def timing(quick):
                 pol.assign(st, b)
             out.append((f"decode online decision, {name}", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
         pol = make_policy("balanced")
+        ok = np.ones(D, dtype=bool)
+        t0 = time.perf_counter()
+        kv_now, run_now = st.tokens.copy(), st.running.copy()
+        for _ in range(reps):
+            allowed = pol.gate(kv_now, run_now, 60000.0, 0, 0)   # a long prompt: the gate decides
+            pol.bind(st, 60000.0, ok if allowed is None else ok & allowed)
+        out.append(("decode late-binding decision (gate + rank), balanced", D, 1,
+                    (time.perf_counter() - t0) / reps * 1e6, "us"))
+        att_plan = rng.uniform(0, 1e9, D)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            pol.attention_target(att_plan)
+        out.append(("prefill attention target per step, balanced", D, D, (time.perf_counter() - t0) / reps * 1e6,
+                    "us"))
         left = np.full(D, 4096.0)
         att = rng.uniform(0, 1e8, D)
         tok = 16384 - left
@@ -193,6 +256,26 @@ def timing(quick):
         for _ in range(reps):
             pol.fill(left, att, tok, np.array([30000]), np.array([512]))
         out.append(("prefill late-binding decision, balanced", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
+    # the router's whole prefill work per request inside a simulated run (late binding and the
+    # attention target), on the bundled Mooncake trace
+    reqs = load_bundled_requests(limit=1500 if quick else None)
+    for D in (8, 32):
+        pol = make_policy("balanced")
+        spent = [0.0]
+        fill0, target0 = pol.fill, pol.attention_target
+
+        def timed(f):
+            def g(*a):
+                t = time.perf_counter()
+                r = f(*a)
+                spent[0] += time.perf_counter() - t
+                return r
+            return g
+
+        pol.fill, pol.attention_target = timed(fill0), timed(target0)
+        simulate(reqs, D, "prefill", pol)
+        out.append(("prefill router work per request in a run (binding + attention target), balanced", D, len(reqs),
+                    spent[0] / len(reqs) * 1e6, "us"))
     # batch of 1024 requests over 32 ranks
     n = 1024
     new = rng.integers(100, 20000, n)
@@ -234,17 +317,23 @@ def main():
     lines += attention_budget_section(args.quick)
     lines += batch_exact(args.quick)
     doc = ["# DP request balancing: baselines and ours, side by side", "",
-           "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py` "
+           "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py --traces <shared data>/requests` "
            f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - t0:.0f} s). Every policy sees the same "
            "requests, arrival steps and limits in one run; same seed, same numbers. Metric definitions: "
            "docs/dp.md and `eplb/dp/simulator.py`. Prefill headline numbers count *loaded steps* (steps that "
-           "start with at least D x budget prompt tokens outstanding, so every rank could be kept busy); the "
-           "column *all busy steps* counts every step in which some rank works. Decode numbers count the "
-           "steps of the arrival window (first to last arrival).", "",
+           "start with at least D x budget prompt tokens a perfect router could spread: tokens of requests not "
+           "started anywhere plus, per rank, at most one budget of the requests it has started, since a request "
+           "stays on its rank); the column *old loaded steps* counts every outstanding token instead (the "
+           "earlier definition), *all busy steps* every step in which some rank works. Decode numbers count the "
+           "steps of the arrival window (first to last arrival) after a warm-up of one mean output length; the "
+           "floor is the time-averaged max(1, largest running request's KV / mean KV) (KV) and ceil(n/D)/(n/D) "
+           "(requests), which no assignment of a step's running requests can beat. Decode `load` is the offered "
+           "fraction of the binding resource (batch slots or KV, by Little's law); the measured KV use and batch "
+           "columns show which binds.", "",
            "## Targets", "",
            "| trace | ranks | phase | check | value | met |", "|---|---|---|---|---|---|"]
     for name, D, phase, what, val, ok in checks:
-        doc.append(f"| {name} | {D} | {phase} | {what} | {val:.3f} | {'yes' if ok else 'NO'} |")
+        doc.append(f"| {name} | {D} | {phase} | {what} | {val:.3f} | {'info' if ok is None else 'yes' if ok else 'NO'} |")
     doc += ["", "## Results"] + lines
     doc += ["", f"## Decision time (this machine, Python + numpy; load average {os.getloadavg()[0]:.1f} on "
                 f"{os.cpu_count()} cores while measuring)", "",

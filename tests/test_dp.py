@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eplb.cli import main
 from eplb.dp import (
@@ -75,10 +77,96 @@ def test_same_seed_same_result(trace):
 
 
 def test_balanced_prefill_beats_round_robin_on_tokens(trace):
-    rows = {r["policy"]: r for r in compare(trace, 8, "prefill", policies=("round_robin", "balanced"))["policies"]}
+    # plain token-budget chunking (attention target off): tokens balanced, TTFT no worse
+    rows = {r["policy"]: r for r in compare(trace, 8, "prefill", policies=("round_robin", "balanced"),
+                                            policy_options={"attention_balance": 0})["policies"]}
     rr, ours = rows["round_robin"], rows["balanced"]
     assert ours["tokens_max_over_mean"]["mean"] - 1 <= 0.5 * (rr["tokens_max_over_mean"]["mean"] - 1)
     assert ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"]
+
+
+def test_attention_target_halves_the_attention_excess(trace):
+    rr = simulate(trace, 8, "prefill", "round_robin").summary()
+    off = simulate(trace, 8, "prefill", "balanced", policy_options={"attention_balance": 0}).summary()
+    on = simulate(trace, 8, "prefill", "balanced").summary()
+    ex = {k: r["attention_max_over_mean"]["mean"] - 1 for k, r in (("rr", rr), ("off", off), ("on", on))}
+    assert ex["on"] <= 0.5 * ex["rr"] and ex["on"] < ex["off"]
+    assert on["tokens_max_over_mean"]["mean"] < rr["tokens_max_over_mean"]["mean"]
+
+
+def test_attention_target_water_filling():
+    from eplb.dp.policies import attention_target
+
+    assert attention_target(np.array([1.0, 1.0, 1.0]), 1.5) == np.inf
+    assert attention_target(np.array([10.0, 1.0, 1.0, 1.0]), 2.0) == pytest.approx(3.0)
+    assert attention_target(np.array([10.0, 1.0]), 0) == np.inf
+    with pytest.raises(EplbError, match="attention_balance"):
+        attention_target(np.array([10.0, 1.0]), 0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1e9), min_size=1, max_size=40), st.floats(1.0, 4.0))
+def test_attention_target_caps_max_over_mean(att, alpha):
+    from eplb.dp.policies import attention_target
+
+    a = np.array(att)
+    T = attention_target(a, alpha)
+    busy = a[a > 0]
+    if not len(busy):
+        assert T == np.inf
+        return
+    capped = np.minimum(busy, T)
+    if capped.mean() > 0:
+        assert capped.max() <= alpha * capped.mean() * (1 + 1e-9)
+    if T != np.inf:  # the cap binds somewhere, and never below the smallest busy rank's attention
+        assert busy.min() * (1 - 1e-12) <= T < busy.max()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.sampled_from([512, 2048]), st.floats(1.0, 3.0))
+def test_prefill_attention_target_invariants(seed, ranks, budget, alpha):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    inp = rng.integers(1, 6 * budget, n)
+    cached = (rng.random(n) < 0.5) * rng.integers(0, inp)
+    reqs = from_lengths(inp, np.ones(n), cached=cached)
+    opts = {"attention_balance": alpha, "min_chunk": int(rng.integers(1, budget))}
+    res = simulate(reqs, ranks, "prefill", "balanced", token_budget=budget, seed=seed, policy_options=opts)
+    assert (res.assignment >= 0).all() and (res.assignment < ranks).all()          # every request bound once
+    assert (res.first_token_step >= res.arrival_step).all()
+    assert (res.tokens <= budget).all()                                            # budget never exceeded
+    assert res.tokens.sum() == reqs.new_tokens.sum()
+    assert res.attention.sum() == pytest.approx(attention_pairs(reqs.new_tokens, reqs.cached).sum(), rel=1e-9)
+    again = simulate(reqs, ranks, "prefill", "balanced", token_budget=budget, seed=seed, policy_options=opts)
+    assert again.summary() == res.summary() and (again.assignment == res.assignment).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.booleans(), st.booleans())
+def test_decode_late_binding_invariants(seed, ranks, late, gate):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 80))
+    reqs = from_lengths(rng.integers(1, 5000, n), rng.integers(1, 200, n), arrival=np.sort(rng.random(n) * 20))
+    opts = {"decode_late_binding": late, "balance_gate": {"steps": 5, "big": 1.0} if gate else False}
+    res = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
+    assert (res.kv <= 8000).all() and (res.requests <= 8).all()                    # limits never exceeded
+    served = res.first_token_step >= 0
+    assert res.refused + served.sum() == n                                          # each served or refused once
+    assert ((res.assignment >= 0) == served).all() or res.refused > 0
+    assert (res.info["largest_kv"] <= res.kv.max(axis=1)).all()                     # the floor's input is sound
+    again = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
+    assert again.summary() == res.summary()
+
+
+def test_decode_late_binding_fixes_head_of_line_blocking():
+    # rank queues: a long prompt waiting on a full rank blocks the short ones behind it there;
+    # bound late, the short ones go to whichever rank can take them now
+    reqs = load_bundled_requests(limit=600)
+    kw = dict(load=0.95, kv_capacity=300_000, max_batch=64)
+    late = simulate(reqs, 4, "decode", "balanced", **kw).summary()
+    early = simulate(reqs, 4, "decode", "balanced", policy_options={"decode_late_binding": False}, **kw).summary()
+    assert late["ttft_steps"]["p99"] <= early["ttft_steps"]["p99"]
+    assert late["requests_max_over_mean"]["mean"] <= early["requests_max_over_mean"]["mean"]
 
 
 def test_balanced_decode_beats_round_robin_on_kv(trace):
@@ -190,3 +278,44 @@ def test_attention_budget_caps_every_rank_step(trace):
         assert res.attention.sum() == pytest.approx(attention_pairs(trace.new_tokens, trace.cached).sum(), rel=1e-9)
     with pytest.raises(EplbError, match="attention_budget"):
         simulate(trace, 4, "prefill", attention_budget=0)
+
+
+def test_balance_gate_holds_long_prompts_only():
+    from eplb.dp.policies import BalanceGate
+
+    pol = make_policy("balanced")
+    assert pol.balance_gate == BalanceGate()
+    kv = np.array([100.0, 90.0, 80.0, 10.0])
+    nrun = np.array([10, 10, 10, 10])
+    # mean KV per running request 7: a prompt of 10 is short, never held
+    assert pol.gate(kv, nrun, 10.0, 0, 0) is None
+    # a prompt of 60 may go only where it stays within max(current max, mean after)
+    assert pol.gate(kv, nrun, 60.0, 0, 0).tolist() == [False, False, False, True]
+    assert pol.gate(kv, nrun, 95.0, 0, 0).tolist() == [False, False, False, False]
+    assert pol.gate(kv, nrun, 95.0, 40, 0) is None          # waited long enough
+    assert pol.gate(kv, nrun, 95.0, 0, 9) is None           # the router's queue is long: ranks need work
+    assert make_policy("balanced", balance_gate=False).gate(kv, nrun, 95.0, 0, 0) is None
+    with pytest.raises(EplbError, match="balance_gate"):
+        make_policy("balanced", balance_gate={"steps": -1})
+    with pytest.raises(EplbError, match="balance_gate"):
+        make_policy("balanced", balance_gate={"wait": 3})
+
+
+def test_balance_gate_trades_waiting_for_kv_balance():
+    reqs = load_bundled_requests(limit=900)
+    kw = dict(load=0.7, kv_capacity=400_000, max_batch=128)
+    gated = simulate(reqs, 4, "decode", "balanced", **kw).summary()
+    plain = simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": False}, **kw).summary()
+    assert gated["queued"] >= plain["queued"]
+    assert gated["kv_max_over_mean"]["mean"] <= plain["kv_max_over_mean"]["mean"]
+    with pytest.raises(EplbError, match="attention_balance"):
+        simulate(reqs, 4, "prefill", "balanced", policy_options={"attention_balance": 0.5})
+
+
+def test_cli_balanced_options(capsys):
+    assert main(["dp", "--limit", "200", "--ranks", "4", "--attention-balance", "0", "--bind-at-arrival",
+                 "--no-balance-gate"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False,
+                                           "balance_gate": False}
+    assert main(["dp", "--limit", "200", "--min-chunk", "0"]) == 2

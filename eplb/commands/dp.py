@@ -5,6 +5,7 @@ import json
 
 from eplb._io import emit
 from eplb.dp import COMPARE_POLICIES, DEFAULT_POLICY, DEFAULTS, compare, describe_policies, policies, simulate
+from eplb.dp.policies import ATTENTION_BALANCE, MIN_CHUNK
 from eplb.errors import EplbError
 from traces.requests import DEFAULT_REQUESTS, FORMATS, load_bundled_requests, read_requests
 
@@ -35,6 +36,16 @@ def register(sub) -> None:
                    help="prefill tokens per rank per step (default %(default)s)")
     p.add_argument("--attention-budget", type=float, metavar="PAIRS",
                    help="prefill attention query-key pairs per rank per step, for every policy (default: no limit)")
+    p.add_argument("--attention-balance", type=float, default=ATTENTION_BALANCE, metavar="ALPHA",
+                   help="balanced, prefill: cut chunks so no rank's step attention exceeds ALPHA times the "
+                        "step's mean (default %(default)s; 0: plain token-budget chunking)")
+    p.add_argument("--min-chunk", type=int, default=MIN_CHUNK, metavar="TOKENS",
+                   help="balanced, prefill: tokens a rank's first chunk keeps above that target (default %(default)s)")
+    p.add_argument("--bind-at-arrival", action="store_true",
+                   help="balanced, decode: bind each request to a rank when it arrives instead of when a rank "
+                        "can admit it")
+    p.add_argument("--no-balance-gate", action="store_true",
+                   help="balanced, decode: never hold a long prompt back to keep the KV balanced (see docs/dp.md)")
     p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
@@ -72,15 +83,18 @@ def run(args) -> int:
         from eplb.cost import decode_rank_time, prefill_rank_time
 
         cost = prefill_rank_time if args.phase == "prefill" else decode_rank_time
+    ours = {"attention_balance": args.attention_balance, "min_chunk": args.min_chunk,
+            "decode_late_binding": not args.bind_at_arrival, "balance_gate": not args.no_balance_gate}
     if args.compare:
-        out = compare(reqs, args.ranks, args.phase, cost_model=cost, **options)
+        out = compare(reqs, args.ranks, args.phase, cost_model=cost, policy_options=ours, **options)
     else:
         name = args.policy or DEFAULT_POLICY
         res = simulate(reqs, args.ranks, args.phase, name,
-                       policy_options={"time_limit": args.time_limit} if name == "exact" else None,
+                       policy_options={"time_limit": args.time_limit} if name == "exact" else ours,
                        cost_model=cost, **options)
         out = {"default": DEFAULT_POLICY, "policies": [res.summary()]}
     out["trace"] = reqs.summary()
-    out["settings"] = {"ranks": args.ranks, "phase": args.phase, "cost_model": args.cost_model, **options}
+    out["settings"] = {"ranks": args.ranks, "phase": args.phase, "cost_model": args.cost_model, **options,
+                       "balanced": ours}
     emit(json.dumps(out, indent=1), args.output)
     return 0

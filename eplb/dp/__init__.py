@@ -7,12 +7,15 @@
 'balanced'
 
 Policies: :func:`policies` (baselines ``round_robin``, ``shortest_queue``, ``least_tokens``,
-``vllm``, ``vllm_legacy``; ours ``balanced`` (default) and ``exact``). Metrics are defined in
+``vllm``, ``vllm_legacy``; ours ``balanced`` (default), ``balanced_online`` and ``exact``).
+``balanced`` options (``policy_options``): ``attention_balance``, ``min_chunk``,
+``decode_late_binding``, ``balance_gate`` (:class:`BalanceGate`). Metrics are defined in
 :mod:`eplb.dp.simulator`.
 """
 from eplb.dp.costs import attention_pairs, chunk_attention
 from eplb.dp.policies import (
     BASELINES,
+    BalanceGate,
     DEFAULT_POLICY,
     Batch,
     Policy,
@@ -34,6 +37,7 @@ from eplb.dp.compare import COMPARE_POLICIES, compare
 
 __all__ = [
     "BASELINES",
+    "BalanceGate",
     "COMPARE_POLICIES",
     "CostModel",
     "DEFAULTS",

@@ -24,17 +24,24 @@ Ours:
 - ``balanced`` (default). Prefill: late binding. Requests wait in the router's first-come queue
   and are bound to a rank in the step that rank has token budget left, to the rank where the
   request's first chunk keeps that step's normalized (attention pairs, tokens) L-inf smallest; then
-  they stay. Decode: each arriving request (largest prompt first) goes to the rank where it raises
-  the sum over ranks of squared normalized (KV tokens, requests) least, skipping ranks where it
-  would not fit in the KV capacity with its expected growth (the mean output length of the
-  requests finished so far) unless they hold fewer requests than the mean, or that are at the batch
-  limit, while other ranks remain.
+  they stay. Chunks are sized against both the token budget and an attention target per step
+  (:meth:`Balanced.attention_target`): no rank computes more than ``attention_balance`` (1.6) times
+  the step's mean attention, except that a rank's first chunk keeps at least ``min_chunk`` (5120)
+  tokens so deep prompts keep moving. Decode: late binding too (``decode_late_binding``, on by
+  default): requests wait in the router's first-come queue and are bound, when some rank can admit
+  them now, to the admitting rank where they raise the sum over ranks of squared normalized (KV
+  tokens, requests) least; a long prompt that would lift a rank above the current maximum KV waits
+  a little (:class:`BalanceGate`). With ``decode_late_binding=False`` each arriving request
+  (largest prompt first) goes to that rank at once, skipping ranks where it would not fit in the KV
+  capacity with its expected growth (the mean output length of the requests finished so far)
+  unless they hold fewer requests than the mean, or that are at the batch limit, while other ranks
+  remain.
 - ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
   min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
-  decode as ``balanced``.
+  decode as ``balanced`` with ``decode_late_binding=False``.
 - ``exact``: prefill batches bound at arrival by CP-SAT on the ``balanced_online`` objective
   (time-limited, warm-started from the greedy, never worse on the batch objective); decode as
-  ``balanced``.
+  ``balanced_online``.
 """
 from __future__ import annotations
 
@@ -47,7 +54,11 @@ from eplb.errors import EplbError
 from solvers.assign import default_scale, exact_assign, greedy_assign
 
 __all__ = [
+    "ATTENTION_BALANCE",
+    "BalanceGate",
     "DEFAULT_POLICY",
+    "MIN_CHUNK",
+    "attention_target",
     "BASELINES",
     "Batch",
     "Policy",
@@ -61,6 +72,10 @@ __all__ = [
 DEFAULT_POLICY = "balanced"
 #: Engine baselines, in the order reports list them.
 BASELINES = ("round_robin", "shortest_queue", "least_tokens", "vllm", "vllm_legacy")
+#: Default ``alpha`` of :func:`attention_target`: no rank's step attention above this times the mean.
+ATTENTION_BALANCE = 1.6
+#: Default tokens a rank's first chunk in a step keeps above the attention target (deep prompts move on).
+MIN_CHUNK = 5120
 
 
 @dataclass
@@ -310,16 +325,122 @@ def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class BalanceGate:
+    """Decode late binding: when a long prompt waits rather than lift a rank's KV.
+
+    A request whose prompt is at least ``big`` times the mean KV of a running request is bound only
+    to a rank whose KV stays at or below the larger of the current maximum and ``1 + eps`` times the
+    mean after binding; when no rank qualifies it waits in the router's queue (and reserves the rank
+    with the most free KV, which then drains) for at most ``steps`` steps. The gate is open while the
+    router's queue holds more than ``queue * D`` requests (the ranks are then short of work, not of
+    balance). Short requests are never held: they cannot lift a rank much.
+    """
+
+    eps: float = 0.0
+    steps: int = 40
+    big: float = 2.0
+    queue: float = 2.0
+
+
+def _make_gate(g) -> "BalanceGate | None":
+    if g is None or g is False:
+        return None
+    if g is True:
+        return BalanceGate()
+    if isinstance(g, BalanceGate):
+        out = g
+    elif isinstance(g, dict):
+        try:
+            out = BalanceGate(**g)
+        except TypeError as e:
+            raise EplbError(f"balance_gate: {e}; fields are eps, steps, big, queue") from None
+    else:
+        raise EplbError(f"balance_gate must be True, False, a dict (eps, steps, big, queue) or a BalanceGate, "
+                        f"got {g!r}")
+    if out.eps < 0 or out.steps < 0 or out.big < 0 or out.queue < 0:
+        raise EplbError(f"balance_gate fields must be nonnegative, got {out}")
+    return out
+
+
 class Balanced(BalancedOnline):
     """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
     bound to a rank only in the step the rank has token budget left; each goes to the rank where its
     first chunk keeps the step's normalized (attention, tokens) L-inf smallest, and then stays there.
-    Decode: as ``balanced_online``."""
+    Chunks are sized against the token budget and an attention target (:meth:`attention_target`).
+    Decode: late binding as well (:meth:`bind`); with ``decode_late_binding=False`` as
+    ``balanced_online``.
+
+    Options: ``attention_balance`` (alpha of :func:`attention_target`, default 1.6; 0 or None: plain
+    token-budget chunking), ``min_chunk`` (tokens a rank's first chunk keeps above the target,
+    default 5120), ``decode_late_binding`` (default True), ``balance_gate`` (decode late binding: a
+    :class:`BalanceGate`, a dict of its fields, True for the defaults (default) or False/None: off).
+    """
 
     name = "balanced"
     description = ("ours (default): prefill binds queued requests at the step a rank has budget, min-L-inf "
-                   "of the step's (attention, tokens); decode balances (KV, requests) within capacity")
+                   "of the step's (attention, tokens), chunks cut to an attention target; decode binds "
+                   "queued requests when a rank can admit them, balancing (KV, requests)")
     late_binding = True
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        a = options.get("attention_balance", ATTENTION_BALANCE)
+        if a and not float(a) >= 1.0:
+            raise EplbError(f"attention_balance must be at least 1 (a max/mean ratio) or 0 to turn the "
+                            f"attention target off, got {a}")
+        if int(options.get("min_chunk", MIN_CHUNK)) < 1:
+            raise EplbError(f"min_chunk must be at least 1 token, got {options['min_chunk']}")
+        self._gate = _make_gate(options.get("balance_gate", True))
+
+    @property
+    def decode_late_binding(self) -> bool:
+        return bool(self.options.get("decode_late_binding", True))
+
+    @property
+    def balance_gate(self) -> "BalanceGate | None":
+        return self._gate
+
+    def gate(self, kv: np.ndarray, nrun: np.ndarray, prompt: float, waited: int, queued: int):
+        """Decode late binding: the ranks ``[D] bool`` a request may be bound to now, or None (any).
+        kv, nrun: [D] KV tokens and running requests per rank; prompt: the request's KV; waited:
+        steps it has waited; queued: requests in the router's queue. See :class:`BalanceGate`."""
+        g = self._gate
+        if g is None or waited >= g.steps or queued > g.queue * len(kv):
+            return None
+        total = float(kv.sum())
+        if prompt < g.big * total / max(1.0, float(nrun.sum())):
+            return None
+        return kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / len(kv))
+
+    #: decode late binding: the arrivals of one step enter the router's queue largest prompt first
+    largest_first = True
+
+    def bind(self, state: RankState, prompt: float, ok: np.ndarray) -> int:
+        """Decode late binding: the rank for one request leaving the router's queue, among the ranks
+        ``ok: [D] bool`` that can admit it now: preferring those where it also fits with the expected
+        growth of the requests there (``mean_output`` tokens each), the one where it raises the sum
+        over ranks of squared normalized (KV tokens, requests) least. Returns a rank index."""
+        D = state.num_ranks
+        kv = state.attention
+        cnt = (state.waiting + state.running).astype(np.float64)
+        ksum = float(kv.sum()) + prompt
+        csum = float(cnt.sum()) + 1.0
+        # the marginal sum of squares up to terms equal on every rank (see _decode_marginal)
+        score = kv * (prompt * D * D / (ksum * ksum)) + cnt * (D * D / (csum * csum))
+        roomy = ok & (kv + prompt + state.mean_output * (1.0 + cnt) <= state.kv_capacity)
+        score = np.where(roomy if roomy.any() else ok, score, np.inf)
+        return int(score.argmin())
+
+    @property
+    def min_chunk(self) -> int:
+        """Tokens a rank's first chunk in a step keeps even above the attention target."""
+        return int(self.options.get("min_chunk", MIN_CHUNK))
+
+    def attention_target(self, att: np.ndarray) -> float:
+        """Attention cap for every rank this step (inf: none), from the ranks' planned attention
+        ``att: [D]``: :func:`attention_target` with ``alpha`` = option ``attention_balance``."""
+        return attention_target(att, self.options.get("attention_balance", ATTENTION_BALANCE))
 
     def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
              cached: np.ndarray) -> list[tuple[int, int, int]]:
@@ -335,19 +456,22 @@ class Balanced(BalancedOnline):
         D = len(left)
         att_sum, tok_sum = float(att.sum()), float(tok.sum())
         att_max, tok_max = float(att.max()), float(tok.max())
+        closed = left <= 0
+        n_open = D - int(closed.sum())
         out = []
         for j in range(len(new_tokens)):
-            open_ = left > 0
-            if not open_.any():
+            if n_open == 0:
                 break
             n = float(new_tokens[j])
             p = float(cached[j])
             c = np.minimum(n, left)
             a = c * (p + (c + 1.0) * 0.5)
-            a_mean = max(1.0, (att_sum + float(a.max())) / D)
-            t_mean = max(1.0, (tok_sum + float(c.max())) / D)
+            cm = min(n, float(left.max()))          # = c.max(); a grows with c, so a.max() is a at cm
+            a_mean = max(1.0, (att_sum + cm * (p + (cm + 1.0) * 0.5)) / D)
+            t_mean = max(1.0, (tok_sum + cm) / D)
             peak = np.maximum((att + a) * (1.0 / a_mean), (tok + c) * (1.0 / t_mean))
-            peak[~open_] = np.inf
+            if n_open < D:
+                peak[closed] = np.inf
             # the step's L-inf after binding: max(peak of the chosen rank, the current maximum)
             top = max(att_max / a_mean, tok_max / t_mean)
             best = max(float(peak.min()), top)
@@ -356,6 +480,9 @@ class Balanced(BalancedOnline):
             cr, ar = float(c[r]), float(a[r])
             out.append((j, r, int(cr)))
             left[r] -= cr
+            if left[r] <= 0:
+                closed[r] = True
+                n_open -= 1
             att[r] += ar
             tok[r] += cr
             att_sum += ar
@@ -363,6 +490,41 @@ class Balanced(BalancedOnline):
             att_max = max(att_max, float(att[r]))
             tok_max = max(tok_max, float(tok[r]))
         return out
+
+
+
+
+def attention_target(att, alpha) -> float:
+    """Water-filling cap: the largest ``T`` with ``T <= alpha * mean(min(att, T))``; inf when
+    ``max(att) <= alpha * mean(att)`` already or ``alpha`` is falsy.
+
+    att: [D] nonnegative per-rank attention of a step; alpha: >= 1. Capping every rank at ``T`` leaves
+    max/mean <= alpha.
+
+    >>> float(attention_target(np.array([10.0, 1.0, 1.0, 1.0]), 2.0))
+    3.0
+    """
+    if not alpha:
+        return np.inf
+    alpha = float(alpha)
+    if alpha < 1.0:
+        raise EplbError(f"attention_balance must be at least 1 (a max/mean ratio), got {alpha}")
+    a = np.asarray(att, dtype=np.float64)
+    a = np.sort(a[a > 0])[::-1]     # idle ranks have nothing to take over: capping cannot help them
+    D = len(a)
+    total = float(a.sum())
+    if D == 0 or total <= 0 or a[0] <= alpha * total / D * (1.0 + 1e-12):
+        return np.inf
+    tail = np.concatenate([np.cumsum(a[::-1])[::-1], [0.0]])   # tail[k] = a[k:].sum(), no cancellation
+    for k in range(1, D + 1):       # the k largest capped at T, the others kept
+        rest = float(tail[k])
+        denom = D - alpha * k
+        if denom <= 0:
+            break
+        T = alpha * rest / denom
+        if T >= (a[k] if k < D else 0.0):
+            return min(T, float(a[k - 1]))
+    return float(a[-1]) if D else np.inf
 
 
 class Exact(Policy):

@@ -7,11 +7,19 @@ and the slowest rank sets the step time. Each simulated step:
    where it stays (see :mod:`eplb.dp.policies`);
 2. prefill: each rank computes up to ``token_budget`` prompt tokens of its FIFO queue (chunked
    prefill: a request may be split across steps; its chunks' attention pairs add up to
-   ``n*p + n(n+1)/2``). Decode: each rank admits waiting requests in FIFO order while its batch has
-   a free slot and its KV capacity holds the request's KV, then every running request generates
+   ``n*p + n(n+1)/2``). A policy with an ``attention_target`` (``balanced``) caps each rank's
+   attention pairs: from an estimate before planning (each rank's continuations, its budget left
+   filled at the last step's attention per token), then from the planned step itself, whose ranks
+   above the cap give up their last chunks (a rank's first chunk keeps ``policy.min_chunk`` tokens
+   unless its request fits in a few capped steps); then the plan is carried out. A late-binding policy keeps arriving requests in the router's queue and binds
+   them (``policy.fill``) to ranks with budget left. Decode: each rank admits waiting requests in
+   FIFO order while its batch has a free slot and its KV capacity holds the request's KV, then every
+   running request generates
    one token (its KV grows by one); a rank that runs out of KV preempts its newest requests back to
    the head of its queue (their KV is rebuilt on readmission); a request that alone exceeds the
-   capacity is aborted and counted as refused;
+   capacity is aborted and counted as refused. A decode policy with ``decode_late_binding`` keeps
+   arrivals in the router's queue and binds each (``policy.bind``) when some rank can admit it now;
+   one that fits nowhere reserves the rank with the most free KV, and the ones behind it go on;
 3. per rank the step's tokens, attention pairs (prefill) or KV tokens read (decode) and request
    count are recorded.
 
@@ -25,9 +33,13 @@ Balance metric, per axis (tokens, attention, kv, requests): for every step in wh
 ranks of that axis is positive (at least one rank has work on it), the ratio ``max over ranks /
 mean over ranks``; reported as the mean and the 99th percentile (numpy's linear interpolation) of
 that ratio over those steps. Steps in which no rank works are not counted; steps in which some
-ranks idle are (an idle rank is imbalance). Time to first token counts steps from the arrival step
-to the step that computes the request's last prompt token (prefill) or its first output token
-(decode), both inclusive, so a request served in its arrival step has TTFT 1.
+ranks idle are (an idle rank is imbalance). Decode also records, per step, the KV of the largest
+running request (``info["largest_kv"]``): whatever the assignment of that step's running requests,
+max/mean KV >= max(1, largest / mean KV), the floor the benchmark reports.
+
+Time to first token counts steps from the arrival step to the step that computes the request's last
+prompt token (prefill) or its first output token (decode), both inclusive, so a request served in its
+arrival step has TTFT 1.
 
 A cost model, when given, maps per-rank step work to seconds: a callable ``cost(a, b)`` with
 ``a, b: [R] float64`` = (attention pairs, tokens) in prefill or (KV tokens, running requests) in
@@ -133,8 +145,11 @@ class SimResult:
     @property
     def measured(self) -> np.ndarray:
         """[S] bool: the steps the headline balance numbers count. Prefill: loaded steps, those that
-        start with at least ``D * token_budget`` prompt tokens outstanding in the system (queued
-        anywhere or in progress), so that every rank could be kept full. Decode: the arrival window
+        start with at least ``D * token_budget`` prompt tokens that a perfect router could spread over
+        the ranks: the tokens of requests not started anywhere, plus, per rank, at most one budget of
+        the requests it has started (a request stays on its rank, so the remaining tokens of one long
+        prompt cannot keep other ranks busy). ``info["loaded_total"]`` keeps the earlier definition
+        (every outstanding token counted). Decode: the arrival window
         after a warm-up of one mean output length (``info["warmup_steps"]``), the time the ranks take
         to fill from empty by Little's law; the drain after the last arrival is not counted."""
         if self.phase == "prefill" and self.loaded is not None:
@@ -262,6 +277,166 @@ def _att_chunk(ctx: float, a_left: float) -> int:
     return max(c, 0)
 
 
+def _queue_head(central, n_all: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """[Q] int64 ids at the head of the router's queue whose new tokens first cover ``left.sum()``."""
+    room = float(np.sum(left))
+    head, acc = [], 0.0
+    for i in central:
+        if acc >= room:
+            break
+        head.append(i)
+        acc += n_all[i]
+    return np.array(head, dtype=np.int64)
+
+
+#: Prefill attention target: rounds of cutting a planned step to the target of its own attention.
+TRIMS = 3
+
+#: Decode late binding looks at most this far into the router's queue in one step.
+LATE_SCAN = 64
+
+#: A request whose remaining attention fits in this many capped steps gets no minimum chunk.
+FLOOR_STEPS = 4.0
+
+
+def _cut(c: int, ctx: float, room: float, floor: int, first: bool, rem: int = 0, cap: float = np.inf) -> int:
+    """Chunk ``c`` cut to fit ``room`` attention pairs. A rank's first chunk keeps ``min(floor, c)``
+    tokens (one at least) unless the request's remaining ``rem`` tokens fit within
+    ``FLOOR_STEPS`` steps of ``cap`` attention pairs."""
+    c_att = _att_chunk(ctx, room)
+    if c_att >= c:
+        return c
+    if not first:
+        return c_att
+    if floor > 1 and rem * ctx + rem * (rem + 1) / 2.0 <= FLOOR_STEPS * cap:
+        floor = 1
+    return max(c_att, min(floor, c))
+
+
+def _plan_continuations(queues, budget: int, acap: np.ndarray, min_chunk: int, hard: float = np.inf):
+    """Chunks each rank computes this step from its own FIFO queue, without changing the queues.
+
+    queues: D deques of [id, remaining, context]; acap: [D] the policy's attention target per rank
+    (inf: none); hard: the rank scheduler's attention budget (inf: none). A rank always makes
+    progress: its first chunk keeps at least ``min(min_chunk, remaining, budget)`` tokens above the
+    target, and one token above the hard budget. Returns (chunks per rank, (tokens [D], attention
+    [D], requests [D])).
+    """
+    D = len(queues)
+    tok = np.zeros(D)
+    att = np.zeros(D)
+    cnt = np.zeros(D)
+    plans = []
+    for r in range(D):
+        left = budget
+        plan = []
+        cap = acap[r]
+        for item in queues[r]:
+            if left <= 0:
+                break
+            _, rem, ctx = item
+            c = rem if rem < left else left
+            if cap != np.inf:
+                c = _cut(c, ctx, cap - att[r], min_chunk, att[r] == 0, rem, cap)
+            if hard != np.inf:
+                c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
+            if c == 0:
+                break
+            plan.append(c)
+            tok[r] += c
+            att[r] += c * ctx + c * (c + 1) / 2.0
+            cnt[r] += 1
+            left -= c
+            if c < rem:
+                break
+        plans.append(plan)
+    return plans, (tok, att, cnt)
+
+
+def _plan_step(queues, central, budget: int, acap: np.ndarray, hard: float, min_chunk: int, policy,
+               n_all: np.ndarray, p_all: np.ndarray):
+    """One prefill step planned without changing any state: each rank's continuation chunks
+    (:func:`_plan_continuations`), then, when ``central`` (the router's queue, late binding) is
+    given, the policy's bindings of queued requests to ranks with budget left, cut to the same
+    attention limits. Returns (chunks per rank, [(request, rank, chunk)], (tokens [D], attention
+    [D], requests [D]))."""
+    plans, (tok, att, cnt) = _plan_continuations(queues, budget, acap, min_chunk, hard)
+    binds = []
+    if not central:
+        return plans, binds, (tok, att, cnt)
+    D = len(queues)
+    waiting = list(central)
+    closed = np.zeros(D, dtype=bool)
+    lim = np.minimum(acap, hard)
+    while waiting:
+        open_ = (tok < budget) & ~closed & ((att < lim) | (att == 0))
+        if not open_.any():
+            break
+        left = np.where(open_, budget - tok, 0.0)
+        head = _queue_head(waiting, n_all, left)
+        bound = set()
+        for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
+            i = int(head[j])
+            if not 0 <= r < D or not 0 < c <= min(left[r], n_all[i]) or i in bound:
+                raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
+            ctx = int(p_all[i])
+            if lim[r] != np.inf:
+                c0 = c
+                if acap[r] != np.inf:
+                    c = _cut(c, ctx, acap[r] - att[r], min_chunk, att[r] == 0, int(n_all[i]), acap[r])
+                if hard != np.inf:
+                    c = _cut(c, ctx, hard - att[r], 1, att[r] == 0)
+                if c < c0:
+                    closed[r] = True  # its attention is spent after this chunk
+                if c == 0:
+                    continue
+            bound.add(i)
+            binds.append((i, r, int(c)))
+            tok[r] += c
+            att[r] += c * ctx + c * (c + 1) / 2.0
+            cnt[r] += 1
+            left[r] -= c
+        if not bound:
+            break
+        waiting = [i for i in waiting if i not in bound]
+    return plans, binds, (tok, att, cnt)
+
+
+def _trim(plans, binds, tok, att, cnt, queues, T: float, min_chunk: int, n_all, p_all):
+    """Cut a planned step so that no rank's attention exceeds ``T`` (in place on tok, att, cnt):
+    each rank over it gives up its last chunks first (bound requests before its continuations; a
+    bound request whose chunk is dropped stays in the router's queue). A rank's first chunk keeps
+    what :func:`_cut` allows. Returns the new (plans, binds)."""
+    over = np.flatnonzero(att > T)
+    if not len(over):
+        return plans, binds
+    drop = set(over.tolist())
+    keep_binds = [b for b in binds if b[1] not in drop]
+    for r in over:
+        chunks = [(queues[r][k][2], c, queues[r][k][1]) for k, c in enumerate(plans[r])]   # ctx, c, rem
+        chunks += [(int(p_all[i]), c, int(n_all[i]), i) for i, rr, c in binds if rr == r]
+        new_plan, new_binds = [], []
+        a_r = t_r = n_r = 0.0
+        for k, ch in enumerate(chunks):
+            ctx, c, rem = ch[0], ch[1], ch[2]
+            c2 = _cut(c, ctx, T - a_r, min_chunk, k == 0, rem, T)
+            if c2 <= 0:
+                break
+            a_r += c2 * ctx + c2 * (c2 + 1) / 2.0
+            t_r += c2
+            n_r += 1
+            if len(ch) == 3:
+                new_plan.append(c2)
+            else:
+                new_binds.append((ch[3], int(r), int(c2)))
+            if c2 < c:
+                break
+        plans[r] = new_plan
+        keep_binds += new_binds
+        tok[r], att[r], cnt[r] = t_r, a_r, n_r
+    return plans, keep_binds
+
+
 def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, token_budget: int,
                       cost_model, attention_budget: float | None = None) -> SimResult:
     N = len(req)
@@ -280,9 +455,12 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     pending = 0
     budget = int(token_budget)
     late = bool(getattr(policy, "late_binding", False))
+    target_hook = getattr(policy, "attention_target", None)
+    density = float(budget) / 2.0  # attention pairs per token of the last step (first guess: fresh prompts)
     central: deque = deque()
     outstanding = 0.0
     loaded_rows = []
+    spread_rows = []
     while ptr < N or pending:
         j0 = ptr
         while ptr < N and astep[order[ptr]] <= s:
@@ -310,27 +488,50 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
         if not pending:
             s = int(astep[order[ptr]])
             continue
-        tok = np.zeros(ranks)
-        att = np.zeros(ranks)
-        cnt = np.zeros(ranks)
+        # work a perfect router could spread this step: requests not started anywhere, plus what each
+        # rank can do of its started (sticky) requests, at most one budget
+        held = np.zeros(ranks)
+        for r in range(ranks):
+            for item in queues[r]:
+                if not started[item[0]]:
+                    break
+                held[r] += item[1]
+        spread = outstanding - float(held.sum()) + float(np.minimum(held, budget).sum())
+        spread_rows.append(spread >= ranks * budget)
+        # plan the step; a policy with an attention target caps every rank's attention at a target
+        # estimated before planning, then cuts the plan to the target of its own attention (at most
+        # TRIMS rounds, the cap only tightens); then the plan is carried out
+        hard = np.inf if attention_budget is None else float(attention_budget)
+        acap = np.full(ranks, np.inf)
+        min_chunk = 1
+        if target_hook is not None:
+            # the target from a cheap estimate: each rank's continuations, plus its budget left
+            # filled at the previous step's attention per token
+            min_chunk = max(1, int(getattr(policy, "min_chunk", 1)))
+            ctok, catt, _ = _plan_continuations(queues, budget, acap, 1, hard)[1]
+            if late and central:
+                catt = catt + (budget - ctok) * density
+            acap[:] = float(target_hook(catt))
+        plans, binds, (tok, att, cnt) = _plan_step(queues, central if late else None, budget, acap, hard,
+                                                   min_chunk, policy, n_all, p_all)
+        if target_hook is not None:
+            # the plan's own attention gives a tighter target when it is over: cut the ranks above it
+            for _ in range(TRIMS):
+                T = float(target_hook(att))
+                if not T < acap[0]:
+                    break
+                acap[:] = T
+                plans, binds = _trim(plans, binds, tok, att, cnt, queues, T, min_chunk, n_all, p_all)
+            if tok.sum() > 0:
+                density = float(att.sum()) / float(tok.sum())
         for r in range(ranks):
             q = queues[r]
-            left = budget
-            while left > 0 and q:
+            done_tok = done_att = 0.0
+            for c in plans[r]:
                 item = q[0]
                 i, rem, ctx = item
-                c = rem if rem < left else left
-                if attention_budget is not None:
-                    c = min(c, _att_chunk(ctx, attention_budget - att[r]))
-                    if c == 0:
-                        if att[r] > 0:
-                            break
-                        c = 1  # a rank always makes progress
-                a = c * ctx + c * (c + 1) / 2.0
-                tok[r] += c
-                att[r] += a
-                cnt[r] += 1
-                left -= c
+                done_tok += c
+                done_att += c * ctx + c * (c + 1) / 2.0
                 if not started[i]:
                     started[i] = True
                     state.waiting[r] -= 1
@@ -343,54 +544,20 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
                 else:
                     item[1] = rem - c
                     item[2] = ctx + c
-            state.tokens[r] -= tok[r]
-            state.attention[r] = max(0.0, state.attention[r] - att[r])
-        closed = np.zeros(ranks, dtype=bool)
-        while late and central:
-            open_ = (tok < budget) & ~closed
-            if attention_budget is not None:
-                open_ &= att < attention_budget
-            if not open_.any():
-                break
-            left = np.where(open_, budget - tok, 0.0)
-            room = float(left.sum())
-            head, acc = [], 0.0
-            for i in central:
-                if acc >= room:
-                    break
-                head.append(i)
-                acc += n_all[i]
-            head = np.array(head, dtype=np.int64)
+            state.tokens[r] -= done_tok
+            state.attention[r] = max(0.0, state.attention[r] - done_att)
+        if binds:
             bound = set()
-            for j, r, c in policy.fill(left, att, tok, n_all[head], p_all[head]):
-                i = int(head[j])
-                if not 0 <= r < ranks or not 0 < c <= min(left[r], n_all[i]) or i in bound:
-                    raise EplbError(f"policy {policy.name} bound request {i} to rank {r} with chunk {c}: invalid")
-                ctx = int(p_all[i])
-                if attention_budget is not None:
-                    c_att = _att_chunk(ctx, attention_budget - att[r])
-                    if c_att == 0 and att[r] == 0:
-                        c_att = 1
-                    if c_att < c:
-                        closed[r] = True  # its attention budget is spent after this chunk
-                        c = c_att
-                    if c == 0:
-                        continue
+            for i, r, c in binds:
                 bound.add(i)
                 assignment[i] = r
                 started[i] = True
-                tok[r] += c
-                att[r] += c * ctx + c * (c + 1) / 2.0
-                cnt[r] += 1
-                left[r] -= c
                 if c == n_all[i]:
                     first[i] = s
                     pending -= 1
                 else:
-                    queues[r].append([i, int(n_all[i] - c), ctx + c])
+                    queues[r].append([i, int(n_all[i] - c), int(p_all[i]) + c])
                     state.running[r] += 1
-            if not bound:
-                break
             while central and central[0] in bound:
                 bound.discard(central.popleft())
             if bound:
@@ -408,8 +575,9 @@ def _simulate_prefill(req: Requests, policy: Policy, ranks: int, astep: np.ndarr
     return SimResult(policy.name, "prefill", ranks, assignment, astep.astype(np.int64), first,
                      np.array(steps, dtype=np.int64), tokens, attention, None,
                      np.array(req_rows).reshape(-1, ranks), step_seconds=sec,
-                     loaded=np.array(loaded_rows, dtype=bool),
-                     info={"token_budget": budget, "attention_budget": attention_budget})
+                     loaded=np.array(spread_rows, dtype=bool),
+                     info={"token_budget": budget, "attention_budget": attention_budget,
+                           "loaded_total": np.array(loaded_rows, dtype=bool)})
 
 
 def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarray, kv_capacity: int,
@@ -431,10 +599,24 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     nrun = np.zeros(ranks, dtype=np.int64)
     heap: list = []
     state = RankState.empty("decode", ranks, kv_capacity=float(cap), max_batch=float(max_batch))
+    late = bool(getattr(policy, "decode_late_binding", False))
+    gate = getattr(policy, "gate", None)
+    central: deque = deque()
+
+    def state_view():
+        state.waiting[:] = wlen
+        state.running[:] = nrun
+        state.tokens[:] = kv + wtok
+        state.attention[:] = kv
+        state.kv_usage[:] = kv / cap
+        return state
+
     done_count = 0
     done_out = 0.0
     refused = preempted = 0
     steps, kv_rows, run_rows = [], [], []
+    largest = []                              # [S] KV of the largest running request after the step
+    is_run = np.zeros(N, dtype=bool)
     order = np.argsort(astep, kind="stable")
     ptr = 0
     live = 0
@@ -448,7 +630,12 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             fits = inp[ids] + 1 <= cap
             refused += int((~fits).sum())
             ids = ids[fits]
-            if len(ids):
+            if len(ids) and late:
+                if getattr(policy, "largest_first", False):  # this step's arrivals, largest prompt first
+                    ids = ids[np.argsort(-inp[ids], kind="stable")]
+                central.extend(int(i) for i in ids)
+                live += len(ids)
+            elif len(ids):
                 batch = Batch(inp[ids], np.zeros(len(ids), dtype=np.int64), inp[ids])
                 state.mean_output = done_out / done_count if done_count else 0.0
                 ranks_of = np.asarray(policy.assign(state, batch), dtype=np.int64)
@@ -481,16 +668,56 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                 kv[r] += need
                 nrun[r] += 1
                 running[r].append(i)
+                is_run[i] = True
                 admit[i] = s
                 epoch[i] += 1
                 heapq.heappush(heap, (s + int(out[i] - gen0[i]) - 1, i, int(epoch[i])))
                 if gen0[i] == 0:
                     first[i] = s
+        wlen = np.array([len(q) for q in waitq])
+        # late binding: the router's queue, first come first served, each request bound to a rank
+        # only when one can admit it now (its own queue empty, a batch slot and the KV free)
+        # a request that fits nowhere now (or that the policy's gate holds back) reserves the rank
+        # with the most free KV (it is admitted there first) and the ones behind it go on to the other
+        # ranks: no head-of-line blocking
+        reserved = wlen > 0
+        k = 0
+        while late and k < len(central) and k < LATE_SCAN:
+            i = central[k]
+            need = inp[i]
+            free = (nrun < max_batch) & ~reserved
+            if not free.any():
+                break
+            ok = free & (kv + need + 1 <= cap)
+            if gate is not None and ok.any():
+                allowed = gate(kv, nrun, float(need), int(s - astep[i]), len(central))
+                if allowed is not None:
+                    ok &= allowed
+            if not ok.any():
+                reserved[int(np.argmax(np.where(free, cap - kv, -1)))] = True
+                k += 1
+                continue
+            del central[k]
+            state.mean_output = done_out / done_count if done_count else 0.0
+            r = int(policy.bind(state_view(), float(need), ok))
+            if not ok[r]:
+                raise EplbError(f"policy {policy.name} bound request {i} to rank {r}, which cannot admit it")
+            assignment[i] = r
+            if s > astep[i]:
+                waited[i] = True
+            kv[r] += need
+            nrun[r] += 1
+            running[r].append(i)
+            is_run[i] = True
+            admit[i] = s
+            epoch[i] += 1
+            heapq.heappush(heap, (s + int(out[i]) - 1, i, int(epoch[i])))
+            first[i] = s
         if not live:
             if ptr < N:
                 s = int(astep[order[ptr]])
             continue
-        if nrun.sum() == 0 and ptr < N and all(not q for q in waitq):
+        if nrun.sum() == 0 and ptr < N and all(not q for q in waitq) and not central:
             s = int(astep[order[ptr]])
             continue
         # one decode step: every running request writes one more KV token
@@ -498,6 +725,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         for r in np.flatnonzero(kv > cap):
             while kv[r] > cap and running[r]:
                 v = running[r].pop()
+                is_run[v] = False
                 g = int(gen0[v] + s - admit[v])  # tokens before this step; this step's is lost
                 kv[r] -= inp[v] + g + 1
                 nrun[r] -= 1
@@ -511,6 +739,10 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                     waitq[r].appendleft(v)
                     wtok[r] += inp[v] + g
         steps.append(s)
+        if is_run.any():
+            largest.append(float((inp + gen0 + (s - admit) + 1)[is_run].max()))
+        else:
+            largest.append(0.0)
         kv_rows.append(kv.astype(np.float64).copy())
         run_rows.append(nrun.astype(np.float64).copy())
         # finished requests leave at the end of the step
@@ -520,6 +752,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                 continue
             r = int(assignment[i])
             running[r].remove(i)
+            is_run[i] = False
             kv[r] -= inp[i] + out[i]
             nrun[r] -= 1
             live -= 1
@@ -538,7 +771,8 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                      np.array(steps, dtype=np.int64), runs, kvs, kvs, runs, refused=refused,
                      queued=int(waited.sum()), preempted=preempted, step_seconds=sec,
                      info={"kv_capacity": cap, "max_batch": int(max_batch),
-                           "warmup_steps": int(np.ceil(out.mean())) if N else 0})
+                           "warmup_steps": int(np.ceil(out.mean())) if N else 0,
+                           "largest_kv": np.array(largest, dtype=np.float64)})
 
 
 def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str | Policy = "balanced",
