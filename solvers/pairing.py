@@ -13,10 +13,14 @@ for every replica size ``b > T/2``::
 
 (Hall's condition for the nested neighbourhoods of the large replicas). Deciding whether some
 count vector satisfies (*) is a small integer program over "item e gets k replicas" choices.
-:func:`pairing_solve` improves the counts by local search, then bisects on ``T``: first with the
-LP relaxation (fast; an infeasible LP proves ``T`` unreachable), then with the integer program
-(HiGHS through scipy) while time remains; the largest ``T`` proven unreachable is a certified
-lower bound, and every feasible integer point found is a plan.
+:func:`pairing_solve` improves the counts by local search, then bisects on ``T`` with the LP
+relaxation (fast; an infeasible LP proves ``T`` unreachable, and its rounded points are plans).
+The plan is then improved by a large-neighbourhood search: at a threshold between the bound and
+the plan, most items are fixed (at the LP's rounding or at the plan's counts) and an integer
+program over the few free items' choices, which solves in milliseconds, looks for counts that
+reach it. When that stalls, the full integer program tries to prove the plan within the target
+gap. The largest ``T`` proven unreachable is a certified lower bound. HiGHS (through scipy) runs
+without presolve: on these models its presolve dominates the run time and ignores the time limit.
 """
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ def pair_counts_feasible(weight: np.ndarray, num_bins: int, T: float, *, max_cou
     lo = np.concatenate([np.full(b_ub.size, -np.inf), b_eq])
     hi = np.concatenate([b_ub, b_eq])
     res = milp(c=np.zeros(items.size), integrality=np.ones(items.size), bounds=Bounds(0, 1),
-               constraints=LinearConstraint(A, lo, hi), options={"time_limit": float(max(time_limit, 1e-3))})
+               constraints=LinearConstraint(A, lo, hi), options={"time_limit": float(max(time_limit, 1e-3)), "presolve": False})
     if res.status == 0 and res.x is not None:
         pick = res.x > 0.5
         counts = np.zeros(n, dtype=np.int64)
@@ -149,6 +153,141 @@ def pair_counts_lp_feasible(weight: np.ndarray, num_bins: int, T: float, *,
     return ok, counts
 
 
+def _lp_point(w: np.ndarray, num_bins: int, T: float, cap: int):
+    """LP relaxation at T: (status, x, choices) with status False (proven unreachable), None
+    (solver gave no answer) or True (x: [choices] the LP point)."""
+    from scipy.optimize import linprog
+
+    ch = _choices(w, num_bins, T, cap)
+    if ch is None:
+        return False, None, None
+    items, ks, A_ub, b_ub, A_eq, b_eq = ch
+    res = linprog(np.zeros(items.size), A_ub=A_ub if b_ub.size else None, b_ub=b_ub if b_ub.size else None,
+                  A_eq=A_eq, b_eq=b_eq, bounds=(0, 1), method="highs")
+    if res.status == 2:
+        return False, None, ch
+    if res.status != 0 or res.x is None:
+        return None, None, ch
+    return True, res.x, ch
+
+
+def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_limit: float):
+    """The integer program of :func:`pair_counts_feasible` with every item outside ``free``
+    fixed at its count in ``ref``; only the free items' choices are variables, so small
+    neighbourhoods solve in milliseconds. free: [n] bool; ref: [n]. Returns counts [n] or None
+    (infeasible, out of time, or a fixed count that is not a choice at this threshold)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix, vstack
+
+    items, ks, A_ub, _, _, _ = ch
+    n = free.size
+    on_free = free[items]
+    fixed = ~on_free & (ks == ref[items])
+    have = np.zeros(n, dtype=bool)
+    have[items[fixed]] = True
+    if np.any(~free & ~have) or time_limit < 0.01:
+        return None
+    A = A_ub.tocsc()
+    rhs = float(num_slots) - np.asarray(A[:, np.flatnonzero(fixed)].sum(axis=1)).ravel()
+    cols = np.flatnonzero(on_free)
+    fe = np.flatnonzero(free)
+    if cols.size == 0:  # nothing to choose: the fixed counts either fit or not
+        fits = fe.size == 0 and ks[fixed].sum() == num_slots and np.all(rhs >= -1e-9)
+        return np.array(ref, dtype=np.int64, copy=True) if fits else None
+    one = csr_matrix((np.ones(cols.size), (np.searchsorted(fe, items[cols]), np.arange(cols.size))),
+                     shape=(fe.size, cols.size))
+    left = float(num_slots - ks[fixed].sum())
+    M = vstack([A[:, cols], one, csr_matrix(ks[cols][None, :].astype(np.float64))]).tocsr()
+    lo = np.concatenate([np.full(rhs.size, -np.inf), np.ones(fe.size), [left]])
+    hi = np.concatenate([rhs, np.ones(fe.size), [left]])
+    res = milp(c=np.zeros(cols.size), integrality=np.ones(cols.size), bounds=Bounds(0, 1),
+               constraints=LinearConstraint(M, lo, hi), options={"time_limit": float(time_limit), "presolve": False})
+    if res.status != 0 or res.x is None:
+        return None
+    counts = np.array(ref, dtype=np.int64, copy=True)
+    pick = cols[res.x > 0.5]
+    counts[items[pick]] = ks[pick]
+    return counts
+
+
+def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, value: float, lo: float, cap: int,
+                          deadline: float, tol: float, goal: float, rng: np.random.Generator,
+                          patience: int = 2, good: float = 5e-3):
+    """Large-neighbourhood search on counts. Each step picks a threshold T between the lowest
+    value it failed to reach and the incumbent's, solves the LP there (an infeasible LP raises
+    the certified bound ``lo``), and looks for a count vector reaching T with the restricted
+    integer program: the LP's fractional items free and the rest rounded (a dive); the items
+    where the LP and the incumbent disagree free (RINS); that set plus the lightest items
+    (good partners) or random hot items. Gives up after ``patience`` failed thresholds in a
+    row while the plan is not within ``good`` of ``lo``. Returns (counts, value, lo)."""
+    n = w.size
+    N = 2 * num_bins
+    light = np.zeros(n, dtype=bool)
+    light[np.argsort(w, kind="stable")[:40]] = True
+    light20 = np.zeros(n, dtype=bool)
+    light20[np.argsort(w, kind="stable")[:20]] = True
+    failed = 0.0
+    first = True
+    misses = 0
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0.1 or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
+            break
+        floor = max(failed, lo * (1 + tol / 2))
+        if value <= floor * (1 + tol / 2):
+            break
+        T = lo * (1 + goal) if first and lo * (1 + goal) < value < lo * 1.01 else np.sqrt(floor * value)
+        T = min(T, value / (1 + tol / 2))
+        first = False
+        ok, x, ch = _lp_point(w, num_bins, T, cap)
+        if ok is False:
+            lo = max(lo, T)
+            continue
+        if ok is None:
+            break
+        items, ks = ch[0], ch[1]
+        order = np.lexsort((-x, items))
+        top = np.ones(order.size, dtype=bool)
+        top[1:] = items[order][1:] != items[order][:-1]
+        ref = np.ones(n, dtype=np.int64)
+        ref[items[order][top]] = ks[order][top]
+        frac = np.zeros(n, dtype=bool)
+        np.logical_or.at(frac, items, (x > 1e-6) & (x < 1 - 1e-6))
+        on_inc = np.zeros(n)
+        mine = ks == counts[items]
+        np.add.at(on_inc, items[mine], x[mine])
+        differ = on_inc < 1 - 1e-6
+        kmin = np.maximum(1, np.ceil(w / T - 1e-12))
+        split = np.zeros(n, dtype=bool)
+        np.logical_or.at(split, items, (x > 1e-6) & (ks > kmin[items]))
+        band = np.flatnonzero((w > T / 2) & (w < 2 * T) & ~differ)
+        tries = [(frac | split | light20, ref), (differ, counts), (differ | light, counts)]
+        for _ in range(2):
+            extra = np.zeros(n, dtype=bool)
+            extra[rng.choice(band, size=min(band.size, 30), replace=False)] = True
+            tries.append((differ | frac | extra, counts))
+        got = None
+        for free, base in tries:
+            left = deadline - time.perf_counter() - 0.05
+            if left < 0.02:
+                break
+            got = _restricted_ip(ch, free, base, N, min(0.1, left))
+            if got is not None:
+                break
+        if got is None:
+            failed = T
+            misses += 1
+            continue
+        v = float(pairing_value(w[None, :], got[None, :])[0])
+        if v < value:
+            counts, value = got, v
+            misses = 0
+        else:
+            failed = T
+            misses += 1
+    return counts, value, lo
+
+
 def _fit_total(w: np.ndarray, counts: np.ndarray, N: int, cap: int) -> np.ndarray:
     """Adjust counts to sum to N: add replicas to the items with the largest per-replica size,
     remove them where the per-replica size grows least."""
@@ -177,14 +316,15 @@ class PairingResult:
 
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
                   max_count: int | None = None, lower: float | None = None, tol: float = 1e-3,
-                  target: float | None = 5e-3, time_limit: float = 2.0) -> PairingResult:
+                  target: float | None = 5e-3, time_limit: float = 2.0, seed: int = 0) -> PairingResult:
     """Near-optimal counts for two items per bin, with a certified lower bound.
 
     weight: [n] float64; num_bins: m (2m >= n slots); counts0: [n] a known count vector (e.g. a
     heuristic's) used as the starting upper bound; lower: a known lower bound; tol: stop when
     the bracket is this tight (relative); target: the first threshold tried is the start
-    value / (1 + target), which settles "within target" in one step; time_limit: seconds for the whole search (the answer
-    is then feasible but the bound looser).
+    value / (1 + target), which settles "within target" in one step, and the neighbourhood search
+    aims at that gap first; time_limit: seconds for the whole search (the answer is then feasible
+    but the bound looser); seed: the neighbourhood search's random choices.
     """
     start = time.perf_counter()
     w = np.asarray(weight, dtype=np.float64)
@@ -209,11 +349,13 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     v = float(pairing_value(w[None, :], c[None, :])[0])
     if v < best_v:
         best_v, best_c = v, c
+    deadline = start + time_limit
+    # 1. LP bisection: an infeasible LP proves T unreachable, so ``lo`` is a certified bound
     hi = best_v  # the LP is feasible here
     step = 0.0  # duration of the last LP: do not start one that cannot finish in time
     first = target is not None and best_v / (1 + target) > lo
     while hi > lo * (1 + tol) and hi > 0:
-        if time.perf_counter() - start + step >= time_limit:
+        if time.perf_counter() + step >= deadline:
             break
         # first try to prove the plan within ``target`` in one step, then bisect
         mid = best_v / (1 + target) if first else 0.5 * (lo + hi)
@@ -231,22 +373,24 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
         else:
             lo = mid
         step = time.perf_counter() - t_step
-    # the integer program closes what the LP leaves open, while time remains
-    hi = best_v
-    while hi > lo * (1 + tol) and hi > 0:
-        left = time_limit - (time.perf_counter() - start)
-        if left <= 0.2:
+    # 2. a better plan: large-neighbourhood search with small integer programs; when it stalls,
+    # 3. the full integer program tries to prove the plan within ``target`` (or bisects)
+    good = target if target is not None else 5e-3
+    rng = np.random.default_rng(seed)
+    while True:
+        best_c, best_v, lo = _neighbourhood_search(w, num_bins, best_c, best_v, lo, cap, deadline, tol, 0.6 * good,
+                                                   rng, good=good)
+        left = deadline - time.perf_counter()
+        if left <= 0.4 or best_v <= lo * (1 + tol):
             break
-        mid = 0.5 * (lo + hi)
-        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=left)
+        mid = best_v / (1 + 0.97 * good) if best_v > lo * (1 + good) else 0.5 * (lo + best_v)
+        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=0.7 * (left - 0.1))
         if ok is None:
             break
         if ok:
-            hi = mid
             v = float(pairing_value(w[None, :], c[None, :])[0])
             if v < best_v:
                 best_v, best_c = v, c
-                hi = min(hi, v)
         else:
             lo = mid
     bound = lo

@@ -77,7 +77,8 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
                start: tuple[np.ndarray, np.ndarray] | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
-    time_limit: seconds per layer (default 2); tol: layers within this fraction of their
+    time_limit: seconds per layer (default 2); workers: layers solved at once (default 1 with two
+    slots per GPU, else up to 4 threads); tol: layers within this fraction of their
     certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
     the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
     """
@@ -97,7 +98,9 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     # layers already within tol of their bound need no search
     start_max = _gpu_max(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
-    workers = workers or min(4, os.cpu_count() or 1)
+    # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads
+    # would only split each layer's time limit, so those layers run one after another
+    workers = workers or (1 if topology.slots_per_gpu == 2 else min(4, os.cpu_count() or 1))
 
     def job(i):
         return _solve_layer(w[i], counts[i], phy2log[i], topology, float(lower[i]), tl, backend, tol)
