@@ -307,7 +307,7 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
         from eplb.evaluate import evaluate
         from eplb.placement import Placement
 
-        base = np.asarray(get_method("deepseek-global")(w, topology).phy2log, dtype=np.int64)
+        base = np.asarray(get_method("balanced")(w, topology).phy2log, dtype=np.int64)
         own = evaluate(Placement.from_phy2log(out.copy(), topology, E), w).imbalance
         ref = evaluate(Placement.from_phy2log(base, topology, E), w).imbalance
         fallback = [l for l in fallback if ref[l] < own[l] - 1e-12]
