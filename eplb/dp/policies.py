@@ -327,20 +327,29 @@ def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BalanceGate:
-    """Decode late binding: when a long prompt waits rather than lift a rank's KV.
+    """Decode late binding: when a request waits in the router's queue rather than unbalance a rank.
 
-    A request whose prompt is at least ``big`` times the mean KV of a running request is bound only
-    to a rank whose KV stays at or below the larger of the current maximum and ``1 + eps`` times the
-    mean after binding; when no rank qualifies it waits in the router's queue (and reserves the rank
-    with the most free KV, which then drains) for at most ``steps`` steps. The gate is open while the
-    router's queue holds more than ``queue * D`` requests (the ranks are then short of work, not of
-    balance). Short requests are never held: they cannot lift a rank much.
+    A request whose prompt is at least ``big`` times the mean KV of a running request (0: every
+    request) is bound only to a rank whose KV stays at or below the larger of the current maximum
+    and ``1 + eps`` times the mean after binding, and (``requests_eps`` not None) whose request
+    count stays at or below the larger of the current maximum and ``1 + requests_eps`` times the
+    mean: a request never lifts a rank above the current maximum of either axis by more than the
+    slack. When no rank qualifies it waits, for at most ``steps`` steps. In each step at most
+    ``reserve`` held requests (the oldest first) reserve the rank with the most free KV, which
+    receives nothing else and drains until the held request fits there; the other held requests
+    reserve nothing, so one giant does not starve several ranks. The gate opens while the router's
+    queue holds more than ``queue * D`` requests (the ranks are then short of work, not of balance),
+    except for prompts of at least ``giant`` times the mean KV of a running request: one such
+    request can lift a rank by half the mean, more than a long queue costs.
     """
 
-    eps: float = 0.0
+    eps: float = 0.01
     steps: int = 40
-    big: float = 2.0
+    big: float = 0.0
     queue: float = 2.0
+    requests_eps: "float | None" = 0.03
+    reserve: int = 1
+    giant: float = 4.0
 
 
 def _make_gate(g) -> "BalanceGate | None":
@@ -354,11 +363,13 @@ def _make_gate(g) -> "BalanceGate | None":
         try:
             out = BalanceGate(**g)
         except TypeError as e:
-            raise EplbError(f"balance_gate: {e}; fields are eps, steps, big, queue") from None
+            raise EplbError(f"balance_gate: {e}; fields are eps, steps, big, queue, requests_eps, reserve, "
+                            f"giant") from None
     else:
-        raise EplbError(f"balance_gate must be True, False, a dict (eps, steps, big, queue) or a BalanceGate, "
-                        f"got {g!r}")
-    if out.eps < 0 or out.steps < 0 or out.big < 0 or out.queue < 0:
+        raise EplbError(f"balance_gate must be True, False, a dict (eps, steps, big, queue, requests_eps, reserve, "
+                        f"giant) or a BalanceGate, got {g!r}")
+    if (out.eps < 0 or out.steps < 0 or out.big < 0 or out.queue < 0 or out.reserve < 0 or out.giant < 0
+            or (out.requests_eps is not None and out.requests_eps < 0)):
         raise EplbError(f"balance_gate fields must be nonnegative, got {out}")
     return out
 
@@ -406,12 +417,25 @@ class Balanced(BalancedOnline):
         kv, nrun: [D] KV tokens and running requests per rank; prompt: the request's KV; waited:
         steps it has waited; queued: requests in the router's queue. See :class:`BalanceGate`."""
         g = self._gate
-        if g is None or waited >= g.steps or queued > g.queue * len(kv):
+        if g is None or waited >= g.steps:
             return None
+        D = len(kv)
         total = float(kv.sum())
-        if prompt < g.big * total / max(1.0, float(nrun.sum())):
+        n = nrun.astype(np.float64)
+        per_request = total / max(1.0, float(n.sum()))
+        if queued > g.queue * D and prompt < g.giant * per_request:
             return None
-        return kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / len(kv))
+        if prompt < g.big * per_request:
+            return None
+        out = kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / D)
+        if g.requests_eps is not None:
+            out &= n + 1.0 <= max(float(n.max()), (1.0 + g.requests_eps) * (float(n.sum()) + 1.0) / D)
+        return out
+
+    @property
+    def gate_reserve(self) -> int:
+        """Decode late binding: how many requests held by :meth:`gate` may reserve a rank per step."""
+        return self._gate.reserve if self._gate is not None else 0
 
     #: decode late binding: the arrivals of one step enter the router's queue largest prompt first
     largest_first = True

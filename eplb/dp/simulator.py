@@ -601,6 +601,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
     state = RankState.empty("decode", ranks, kv_capacity=float(cap), max_batch=float(max_batch))
     late = bool(getattr(policy, "decode_late_binding", False))
     gate = getattr(policy, "gate", None)
+    gate_reserve = int(getattr(policy, "gate_reserve", ranks))
     central: deque = deque()
 
     def state_view():
@@ -682,6 +683,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         # ranks: no head-of-line blocking
         reserved = wlen > 0
         k = 0
+        held = 0                              # requests the gate held back this step that reserved a rank
         while late and k < len(central) and k < LATE_SCAN:
             i = central[k]
             need = inp[i]
@@ -689,11 +691,18 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             if not free.any():
                 break
             ok = free & (kv + need + 1 <= cap)
+            gated = False
             if gate is not None and ok.any():
                 allowed = gate(kv, nrun, float(need), int(s - astep[i]), len(central))
                 if allowed is not None:
                     ok &= allowed
+                    gated = True
             if not ok.any():
+                if gated:             # fits somewhere now but the gate holds it: reserve only within the limit
+                    if held >= gate_reserve:
+                        k += 1
+                        continue
+                    held += 1
                 reserved[int(np.argmax(np.where(free, cap - kv, -1)))] = True
                 k += 1
                 continue
