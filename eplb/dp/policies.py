@@ -329,18 +329,19 @@ def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
 class BalanceGate:
     """Decode late binding: when a request waits in the router's queue rather than unbalance a rank.
 
-    A request whose prompt is at least ``big`` times the mean KV of a running request (0: every
-    request) is bound only to a rank whose KV stays at or below the larger of the current maximum
-    and ``1 + eps`` times the mean after binding, and (``requests_eps`` not None) whose request
-    count stays at or below the larger of the current maximum and ``1 + requests_eps`` times the
-    mean: a request never lifts a rank above the current maximum of either axis by more than the
-    slack. When no rank qualifies it waits, for at most ``steps`` steps. In each step at most
-    ``reserve`` held requests (the oldest first) reserve the rank with the most free KV, which
+    Requests: with ``requests_eps`` not None a request is bound only to a rank whose request count
+    stays at or below the larger of the current maximum and ``1 + requests_eps`` times the mean after
+    binding (the ranks holding the fewest requests always qualify). KV: a request whose prompt is at
+    least ``big`` times the mean KV of a running request (0: every request) is bound only to a rank
+    whose KV stays at or below the larger of the current maximum and ``1 + eps`` times the mean
+    after binding. So a request never lifts a rank above the current maximum of either axis by more
+    than the slack. When no rank qualifies it waits, for at most ``steps`` steps. In each step at
+    most ``reserve`` held requests (the oldest first) reserve the rank with the most free KV, which
     receives nothing else and drains until the held request fits there; the other held requests
-    reserve nothing, so one giant does not starve several ranks. The gate opens while the router's
-    queue holds more than ``queue * D`` requests (the ranks are then short of work, not of balance),
-    except for prompts of at least ``giant`` times the mean KV of a running request: one such
-    request can lift a rank by half the mean, more than a long queue costs.
+    reserve nothing, so a burst of long prompts does not starve several ranks at once. The KV rule
+    is off while the router's queue holds more than ``queue * D`` requests (the ranks are then short
+    of work, not of balance), except for prompts of at least ``giant`` times the mean KV of a
+    running request: one of those can lift a rank by half its mean KV, more than a short wait costs.
     """
 
     eps: float = 0.01
@@ -423,14 +424,15 @@ class Balanced(BalancedOnline):
         total = float(kv.sum())
         n = nrun.astype(np.float64)
         per_request = total / max(1.0, float(n.sum()))
-        if queued > g.queue * D and prompt < g.giant * per_request:
-            return None
-        if prompt < g.big * per_request:
-            return None
-        out = kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / D)
+        out = None
         if g.requests_eps is not None:
-            out &= n + 1.0 <= max(float(n.max()), (1.0 + g.requests_eps) * (float(n.sum()) + 1.0) / D)
-        return out
+            # a request is one unit: the ranks holding the fewest requests always qualify
+            out = n + 1.0 <= max(float(n.max()), float(n.min()) + 1.0,
+                                 (1.0 + g.requests_eps) * (float(n.sum()) + 1.0) / D)
+        if (queued > g.queue * D and prompt < g.giant * per_request) or prompt < g.big * per_request:
+            return out
+        kv_ok = kv + prompt <= max(float(kv.max()), (1.0 + g.eps) * (total + prompt) / D)
+        return kv_ok if out is None else kv_ok & out
 
     @property
     def gate_reserve(self) -> int:
