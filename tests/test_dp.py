@@ -148,7 +148,8 @@ def test_decode_late_binding_invariants(seed, ranks, late, gate):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(5, 80))
     reqs = from_lengths(rng.integers(1, 5000, n), rng.integers(1, 200, n), arrival=np.sort(rng.random(n) * 20))
-    opts = {"decode_late_binding": late, "balance_gate": {"steps": 5, "big": 1.0} if gate else False}
+    gates = ({"steps": 5, "big": 1.0, "requests_eps": None, "reserve": 6}, {"steps": 5, "reserve": seed % 3})
+    opts = {"decode_late_binding": late, "balance_gate": gates[seed % 2] if gate else False}
     res = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
     assert (res.kv <= 8000).all() and (res.requests <= 8).all()                    # limits never exceeded
     served = res.first_token_step >= 0
@@ -281,34 +282,54 @@ def test_attention_budget_caps_every_rank_step(trace):
         simulate(trace, 4, "prefill", attention_budget=0)
 
 
-def test_balance_gate_holds_long_prompts_only():
+def test_balance_gate_rules():
     from eplb.dp.policies import BalanceGate
 
     pol = make_policy("balanced")
     assert pol.balance_gate == BalanceGate()
     kv = np.array([100.0, 90.0, 80.0, 10.0])
     nrun = np.array([10, 10, 10, 10])
-    # mean KV per running request 7: a prompt of 10 is short, never held
-    assert pol.gate(kv, nrun, 10.0, 0, 0) is None
-    # a prompt of 60 may go only where it stays within max(current max, mean after)
+    # KV: a request goes only where the rank stays within max(current max, (1 + eps) * mean after)
+    assert pol.gate(kv, nrun, 10.0, 0, 0).tolist() == [False, True, True, True]
     assert pol.gate(kv, nrun, 60.0, 0, 0).tolist() == [False, False, False, True]
     assert pol.gate(kv, nrun, 95.0, 0, 0).tolist() == [False, False, False, False]
     assert pol.gate(kv, nrun, 95.0, 40, 0) is None          # waited long enough
-    assert pol.gate(kv, nrun, 95.0, 0, 9) is None           # the router's queue is long: ranks need work
+    # the router's queue is long (more than 2 per rank): the KV rule is off, except for giants
+    # (at least 4 times the mean KV of a running request, 7 here)
+    assert pol.gate(kv, nrun, 20.0, 0, 9).tolist() == [True, True, True, True]
+    assert pol.gate(kv, nrun, 95.0, 0, 9).tolist() == [False, False, False, False]
+    # requests: never above max(current max, 1.03 * mean after); the fewest-request ranks always qualify
+    assert pol.gate(kv, np.array([12, 10, 10, 10]), 20.0, 0, 9).tolist() == [False, True, True, True]
+    assert pol.gate(kv, np.array([51, 50, 50, 50]), 1.0, 0, 9).tolist() == [True, True, True, True]
+    # only long prompts held, no request rule
+    old = make_policy("balanced", balance_gate={"big": 2.0, "requests_eps": None})
+    assert old.gate(kv, nrun, 10.0, 0, 0) is None
+    assert old.gate(kv, nrun, 60.0, 0, 0).tolist() == [False, False, False, True]
     assert make_policy("balanced", balance_gate=False).gate(kv, nrun, 95.0, 0, 0) is None
-    with pytest.raises(EplbError, match="balance_gate"):
-        make_policy("balanced", balance_gate={"steps": -1})
-    with pytest.raises(EplbError, match="balance_gate"):
-        make_policy("balanced", balance_gate={"wait": 3})
+    assert make_policy("balanced", balance_gate=False).gate_reserve == 0
+    for bad in ({"steps": -1}, {"wait": 3}, {"reserve": -1}, {"requests_eps": -0.1}, {"giant": -1}):
+        with pytest.raises(EplbError, match="balance_gate"):
+            make_policy("balanced", balance_gate=bad)
 
 
-def test_balance_gate_trades_waiting_for_kv_balance():
-    reqs = load_bundled_requests(limit=900)
-    kw = dict(load=0.7, kv_capacity=400_000, max_batch=128)
-    gated = simulate(reqs, 4, "decode", "balanced", **kw).summary()
-    plain = simulate(reqs, 4, "decode", "balanced", policy_options={"balance_gate": False}, **kw).summary()
-    assert gated["queued"] >= plain["queued"]
-    assert gated["kv_max_over_mean"]["mean"] <= plain["kv_max_over_mean"]["mean"]
+def test_balance_gate_keeps_mooncake_decode_within_five_percent():
+    # the bundled Mooncake trace at load 0.7: heavy-tailed prompts (15k mean, up to 191k, about half a
+    # rank's KV). Gating every request on both axes, with one reservation per step, keeps both KV and
+    # request counts within 5% of the mean on average; holding only long prompts does not
+    reqs = load_bundled_requests()
+    kw = dict(load=0.7)
+    ours = simulate(reqs, 8, "decode", "balanced", **kw).summary()
+    plain = simulate(reqs, 8, "decode", "balanced", policy_options={"balance_gate": False}, **kw).summary()
+    assert ours["queued"] >= plain["queued"]                    # the gate trades waiting for balance
+    assert ours["kv_max_over_mean"]["mean"] < plain["kv_max_over_mean"]["mean"]
+    long_only = simulate(reqs, 8, "decode", "balanced", policy_options={
+        "balance_gate": {"big": 2.0, "eps": 0.0, "requests_eps": None, "reserve": 8, "giant": np.inf}}, **kw).summary()
+    assert ours["kv_max_over_mean"]["mean"] <= 1.05 < long_only["kv_max_over_mean"]["mean"]
+    assert ours["requests_max_over_mean"]["mean"] <= min(1.05, long_only["requests_max_over_mean"]["mean"])
+
+
+def test_attention_balance_must_be_a_ratio():
+    reqs = load_bundled_requests(limit=50)
     with pytest.raises(EplbError, match="attention_balance"):
         simulate(reqs, 4, "prefill", "balanced", policy_options={"attention_balance": 0.5})
 
