@@ -45,7 +45,8 @@ def register(sub) -> None:
                    help="balanced, decode: bind each request to a rank when it arrives instead of when a rank "
                         "can admit it")
     p.add_argument("--no-balance-gate", action="store_true",
-                   help="balanced, decode: never hold a long prompt back to keep the KV balanced (see docs/dp.md)")
+                   help="balanced, decode: never hold a request back to keep KV and request counts balanced "
+                        "(see docs/dp.md)")
     p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],

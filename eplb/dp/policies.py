@@ -30,8 +30,8 @@ Ours:
   tokens so deep prompts keep moving. Decode: late binding too (``decode_late_binding``, on by
   default): requests wait in the router's first-come queue and are bound, when some rank can admit
   them now, to the admitting rank where they raise the sum over ranks of squared normalized (KV
-  tokens, requests) least; a long prompt that would lift a rank above the current maximum KV waits
-  a little (:class:`BalanceGate`). With ``decode_late_binding=False`` each arriving request
+  tokens, requests) least; a request that would lift a rank above the current maximum KV or request
+  count (plus a small slack) waits a little (:class:`BalanceGate`). With ``decode_late_binding=False`` each arriving request
   (largest prompt first) goes to that rank at once, skipping ranks where it would not fit in the KV
   capacity with its expected growth (the mean output length of the requests finished so far)
   unless they hold fewer requests than the mean, or that are at the batch limit, while other ranks
