@@ -310,6 +310,8 @@ def main():
     folder = Path(args.traces)
     paths = sorted(str(p) for p in folder.glob("*") if p.suffix in (".jsonl", ".csv")) if folder.is_dir() else []
     if not paths:
+        print(f"no request traces in {folder}: running the bundled Mooncake trace only "
+              f"(pass --traces DIR for the full table)", file=sys.stderr)
         paths = [None]
     t0 = time.perf_counter()
     lines, checks = run_traces(paths, (8, 32), args.quick)

@@ -24,7 +24,9 @@ def register(sub) -> None:
     add_loads_args(p)
     add_topology_args(p)
     p.add_argument("--method", default=None, help=f"placement method (default {DEFAULT_METHOD}); one of {', '.join(methods())}")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="time budget for methods that search")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help=("time budget for methods that search: seconds per layer for exact and exact-mip "
+                         "(default 2), seconds for all layers for the others"))
     p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
     p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
                    help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
