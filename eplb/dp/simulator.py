@@ -612,6 +612,20 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
         state.kv_usage[:] = kv / cap
         return state
 
+    def start(i, r, need):
+        """Request i starts (or resumes after preemption) running on rank r in step s with need KV tokens."""
+        if s > astep[i]:
+            waited[i] = True
+        kv[r] += need
+        nrun[r] += 1
+        running[r].append(i)
+        is_run[i] = True
+        admit[i] = s
+        epoch[i] += 1
+        heapq.heappush(heap, (s + int(out[i] - gen0[i]) - 1, i, int(epoch[i])))
+        if gen0[i] == 0:
+            first[i] = s
+
     done_count = 0
     done_out = 0.0
     refused = preempted = 0
@@ -664,17 +678,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
                     break
                 q.popleft()
                 wtok[r] -= need
-                if s > astep[i]:
-                    waited[i] = True
-                kv[r] += need
-                nrun[r] += 1
-                running[r].append(i)
-                is_run[i] = True
-                admit[i] = s
-                epoch[i] += 1
-                heapq.heappush(heap, (s + int(out[i] - gen0[i]) - 1, i, int(epoch[i])))
-                if gen0[i] == 0:
-                    first[i] = s
+                start(i, r, need)
         wlen = np.array([len(q) for q in waitq])
         # late binding: the router's queue, first come first served, each request bound to a rank
         # only when one can admit it now (its own queue empty, a batch slot and the KV free)
@@ -712,16 +716,7 @@ def _simulate_decode(req: Requests, policy: Policy, ranks: int, astep: np.ndarra
             if not ok[r]:
                 raise EplbError(f"policy {policy.name} bound request {i} to rank {r}, which cannot admit it")
             assignment[i] = r
-            if s > astep[i]:
-                waited[i] = True
-            kv[r] += need
-            nrun[r] += 1
-            running[r].append(i)
-            is_run[i] = True
-            admit[i] = s
-            epoch[i] += 1
-            heapq.heappush(heap, (s + int(out[i]) - 1, i, int(epoch[i])))
-            first[i] = s
+            start(i, r, need)
         if not live:
             if ptr < N:
                 s = int(astep[order[ptr]])
