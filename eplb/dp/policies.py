@@ -271,8 +271,11 @@ class BalancedOnline(Policy):
         if state.phase == "decode":
             return _decode_marginal(state, batch)
         sizes, base, cap = _sizes_base(state, batch)
-        scale = default_scale(sizes, state.num_ranks, base)
-        return greedy_assign(sizes, state.num_ranks, base, scale, order="decreasing", capacity=cap).assign
+        return self._assign_prefill(sizes, state.num_ranks, base, default_scale(sizes, state.num_ranks, base), cap)
+
+    def _assign_prefill(self, sizes, ranks, base, scale, cap) -> np.ndarray:
+        """Prefill batch: sizes [B, 2] (attention, tokens) onto ``ranks`` ranks holding ``base`` [D, 2]."""
+        return greedy_assign(sizes, ranks, base, scale, order="decreasing", capacity=cap).assign
 
 
 def _decode_marginal(state: RankState, batch: Batch) -> np.ndarray:
@@ -553,20 +556,15 @@ def attention_target(att, alpha) -> float:
     return float(a[-1]) if D else np.inf
 
 
-class Exact(Policy):
+class Exact(BalancedOnline):
+    """The prefill batch solved by CP-SAT; decode uses balanced's rule (capacity rules are not in the model)."""
+
     name = "exact"
     description = "ours: the balanced objective solved per batch by CP-SAT (time limit, default 0.05 s)"
 
-    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
-        if len(batch) == 0:
-            return np.zeros(0, dtype=np.int64)
-        if state.phase == "decode":  # capacity rules are not in the CP-SAT model: use balanced's rule
-            return _decode_marginal(state, batch)
-        sizes, base, cap = _sizes_base(state, batch)
-        scale = default_scale(sizes, state.num_ranks, base)
-        res = exact_assign(sizes, state.num_ranks, base, scale,
-                           time_limit=float(self.options.get("time_limit", 0.05)), seed=0, workers=1)
-        return res.assign
+    def _assign_prefill(self, sizes, ranks, base, scale, cap) -> np.ndarray:
+        return exact_assign(sizes, ranks, base, scale, time_limit=float(self.options.get("time_limit", 0.05)),
+                            seed=0, workers=1).assign
 
 
 _REGISTRY: dict[str, type[Policy]] = {
