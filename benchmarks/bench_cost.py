@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT))
 import eplb  # noqa: E402
 import traces  # noqa: E402
 from eplb._io import write_text_atomic  # noqa: E402
-from eplb.cost import (DAY, daily_cost, daily_revenue, decode_throughput, deployment_for, hardware,  # noqa: E402
-                       kernel_profile, margin, model, moe_step_time, prefill_throughput)
+from eplb.cost import (DAY, attention_spread, busiest_hour_utilisation, daily_cost, daily_revenue,  # noqa: E402
+                       decode_throughput, deployment_for, fleet_plan, hardware, hourly_load, kernel_profile, margin,
+                       model, moe_step_time, prefill_throughput, published_hours)
 from eplb.cost import calibration as cal  # noqa: E402
 from eplb.cost import kernels as K  # noqa: E402
 from eplb.cost.report import PUBLISHED, published_decode, published_prefill  # noqa: E402
@@ -140,7 +141,41 @@ def trace_elementwise_ratio() -> tuple[float, float, float]:
     return trace, mod, trace / mod
 
 
-def throughput_section() -> list[str]:
+def request_spreads(folder: Path) -> list[tuple[str, float, float]]:
+    """(trace, cache-hit share, attention spread) for every request trace in ``folder`` (the shared data
+    folder beside the checkout), else the bundled Mooncake trace. Traces without prefix information are
+    read with no cached prefix: their spread is then that of whole prompts."""
+    from traces.requests import load_bundled_requests, read_requests
+
+    paths = sorted(p for p in folder.glob("*") if p.suffix in (".csv", ".jsonl", ".gz")) if folder.is_dir() else []
+    reqs = [read_requests(p) for p in paths] or [load_bundled_requests()]
+    out = []
+    for r, name in zip(reqs, [p.name.split(".")[0] for p in paths] or ["mooncake_synthetic (bundled)"]):
+        out.append((name, float(r.cached.sum() / r.input_len.sum()), attention_spread(r.cached, r.new_tokens)))
+    return out
+
+
+def hourly_lines(pre_cap: float, dec_cap: float, hours: dict) -> list[str]:
+    """Nodes the model needs per hour for the published day's load (tokens in proportion to the hourly
+    theoretical income) in whole 4-node prefill and 18-node decode units, against the published nodes."""
+    inp, outp = hourly_load(hours["income_usd"])
+    plan = fleet_plan(inp, outp, pre_cap, dec_cap)
+    rows = [[h, f"{n:g}", f"${i:,.0f}", f"{i / n:.1f}", pn, dn, pn + dn, f"{n / (pn + dn):.2f}"]
+            for h, n, i, pn, dn in zip(hours["hours"], hours["nodes"], hours["income_usd"], plan["prefill_nodes"],
+                                       plan["decode_nodes"])]
+    pub_avg = float(np.mean(hours["nodes"]))
+    return ["### The published day hour by hour", "",
+            f"Model nodes at the capacities with the deepseek placement ({pre_cap / 1e3:,.1f}k prefill, "
+            f"{dec_cap / 1e3:,.1f}k decode tokens/s per node): peak {plan['peak_nodes']} against 278 published, "
+            f"average {plan['average_nodes']:.1f} against {pub_avg:.2f} "
+            f"(published / model {pub_avg / plan['average_nodes']:.2f}). Income per node-hour varies "
+            f"{np.min(hours['income_usd'] / hours['nodes']):.1f}-{np.max(hours['income_usd'] / hours['nodes']):.1f} "
+            "USD: the fleet follows the load, so the night accounts for little of the gap.", "",
+            table(["hour (UTC+8)", "published nodes", "theoretical income", "income per node-hour",
+                   "model prefill nodes", "model decode nodes", "model nodes", "published / model"], rows)]
+
+
+def throughput_section(traces_folder: Path) -> list[str]:
     hit = DAY.cache_hit_rate
     EW = trace_elementwise_ratio()[2]
     pre = published_prefill()
@@ -158,12 +193,25 @@ def throughput_section() -> list[str]:
         ("+ kernel efficiency curves (DeepGEMM 2025-02 fit, flash-attention fit)", p(pre.with_(**off))),
         ("+ 24 of 132 SMs reserved for communication (108 compute)", p(pre.with_(include_comm=False, include_elementwise=False))),
         ("+ element-wise traffic (norms, casts, SwiGLU, permutes) at 3.0 TB/s", p(pre.with_(include_comm=False))),
-        ("+ DeepEP dispatch/combine (2025-02, EP32) in the two-micro-batch overlap = **model**", p(pre)),
+        ("+ DeepEP dispatch/combine (2025-02, EP32) in the two-micro-batch overlap = **capacity model**", p(pre)),
     ]
     base = p(pre)
     imb = _mean_over_workloads(lambda g: p(pre, g), "prefill")
+    hours = published_hours()
+    u = busiest_hour_utilisation(hours["income_usd"], hours["nodes"])
+    steps_p += [("+ expert imbalance of the deepseek placement (mean over the 6 prefill workloads)", imb),
+                (f"+ the published day's load curve (day average = busiest hour x {u:.3f}) = **day-average prediction**",
+                 imb * u)]
+    shape0 = DAY.request_shape()
+    per_tok = shape0["prefix"] + (shape0["new"] + 1) / 2
+    spreads = request_spreads(traces_folder)
+
+    def spread_dep(k):
+        return pre.with_(seq_prefix=k * per_tok - (shape0["new"] + 1) / 2)
+
     alts_p = [
-        ("expert imbalance: deepseek placement, mean over the 6 prefill workloads", imb),
+        (f"prompt lengths spread as in {name} (hit share {h:.2f}): attention pairs x{k:.2f}", p(spread_dep(k)))
+        for name, h, k in spreads] + [
         ("launch/sync overhead 20 us per overlapped stage (third-party estimate)", p(pre.with_(stage_overhead_us=20))),
         ("kernels and DeepEP as of 2025-04", p(pre.with_(version="2025-04"))),
         ("no overlap (computation then communication)", p(pre.with_(overlap=False))),
@@ -175,16 +223,22 @@ def throughput_section() -> list[str]:
         ("profile-data request shape instead (4K prompts, no cached prefix)",
          p(pre.with_(seq_new=4096, seq_prefix=0))),
     ]
+    k_moon = next((k for name, _, k in spreads if name.startswith("mooncake")), max(k for _, _, k in spreads))
+    alts_p.append((f"day average of the most pessimistic sourced reading: spread x{k_moon:.2f} (Mooncake, real "
+                   f"prefixes), imbalance, 20 us per stage, trace element-wise, x {u:.3f}",
+                   u * _mean_over_workloads(lambda g: p(spread_dep(k_moon).with_(stage_overhead_us=20,
+                                                                                 elementwise_scale=EW), g), "prefill")))
     steps_d = [
         ("ideal roofline: datasheet peaks, no communication, no element-wise ops", d(dec.with_(kernels="peak", **off))),
         ("+ kernel efficiency curves (DeepGEMM 2025-02 fit, FlashMLA 580 TFLOPS)", d(dec.with_(**off))),
         ("+ element-wise traffic at 3.0 TB/s", d(dec.with_(include_comm=False))),
-        ("+ DeepEP low-latency dispatch/combine (2025-02, EP144) in the 5-stage overlap = **model**", d(dec)),
+        ("+ DeepEP low-latency dispatch/combine (2025-02, EP144) in the 5-stage overlap = **capacity model**", d(dec)),
     ]
     dbase = d(dec)
     dimb = _mean_over_workloads(lambda g: d(dec, g), "decode")
+    steps_d += [("+ expert imbalance of the deepseek placement (mean over the 2 decode workloads)", dimb),
+                (f"+ the published day's load curve (x {u:.3f}) = **day-average prediction**", dimb * u)]
     alts_d = [
-        ("expert imbalance: deepseek placement, mean over the 2 decode workloads", dimb),
         ("launch/sync overhead 20 us per overlapped stage (third-party estimate)", d(dec.with_(stage_overhead_us=20))),
         ("kernels as of 2025-04 (FlashMLA 660 TFLOPS, DeepGEMM 2025-04)", d(dec.with_(version="2025-04"))),
         ("expert imbalance and 20 us per stage together",
@@ -193,6 +247,9 @@ def throughput_section() -> list[str]:
         ("all three above together (imbalance, 20 us per stage, trace element-wise)",
          _mean_over_workloads(lambda g: d(dec.with_(stage_overhead_us=20, elementwise_scale=EW), g), "decode")),
         ("no overlap", d(dec.with_(overlap=False))),
+        (f"day average of the most pessimistic sourced reading: imbalance, 20 us per stage, trace element-wise, "
+         f"x {u:.3f}",
+         u * _mean_over_workloads(lambda g: d(dec.with_(stage_overhead_us=20, elementwise_scale=EW), g), "decode")),
     ]
 
     def rows(steps, pub):
@@ -220,14 +277,17 @@ def throughput_section() -> list[str]:
              f"Decode unit: EP144/DP144, 2 routed + 1 shared expert per GPU, mean KV 4,989, the most requests per "
              f"GPU that keep 21 tokens/s per user: {dt['requests_per_gpu']:.0f} requests (HBM holds "
              f"{dt['hbm_max_requests_per_gpu']:.0f}), step {dt['step_time_ms']:.1f} ms.", "",
-             f"- prefill: model {base / 1e3:,.1f}k vs published 73.7k tokens/s per node = {base / pp:.2f} -> "
-             f"{verdict(base / pp)}; with measured expert imbalance {imb / 1e3:,.1f}k ({imb / pp:.2f}).",
-             f"- decode at 21 tokens/s per user: model {dbase / 1e3:,.1f}k vs published 14.8k = {dbase / dp:.2f} -> "
-             f"{verdict(dbase / dp)}; with measured expert imbalance {dimb / 1e3:,.1f}k ({dimb / dp:.2f}).",
-             "- the published figures are day averages over every node in service; the model gives capacity "
-             "at full load. Node-hours the day's tokens need at the modelled rates: "
-             f"{(DAY.input_tokens / base + DAY.output_tokens / dbase) / 86400:.0f} busy-node equivalents "
-             f"against 226.75 in service.", "",
+             f"Day-average prediction = capacity with the deepseek placement's measured expert imbalance x "
+             f"{u:.3f}, the published day's load per node relative to its busiest hour (node count and theoretical "
+             f"income per hour, read from the overview's figures; the busiest hour, 22:00, assumed at capacity).", "",
+             table(["", "capacity, balanced experts", "capacity, deepseek placement", "day-average prediction",
+                    "published day average", "prediction / published", "target +-15%"],
+                   [["prefill input tokens/s per node (incl. cache hits)", f"{base / 1e3:,.1f}k", f"{imb / 1e3:,.1f}k",
+                     f"{imb * u / 1e3:,.1f}k", "73.7k", f"{imb * u / pp:.2f}", verdict(imb * u / pp)],
+                    ["decode output tokens/s per node at 21 tokens/s per user", f"{dbase / 1e3:,.1f}k",
+                     f"{dimb / 1e3:,.1f}k", f"{dimb * u / 1e3:,.1f}k", "14.8k", f"{dimb * u / dp:.2f}",
+                     verdict(dimb * u / dp)]]), "",
+             ] + hourly_lines(imb, dimb, hours) + ["",
              "### What each assumption contributes: prefill (input tokens/s per node incl. cache hits)", "",
              table(["assumption", "tokens/s/node", "change", "/ published"], rows(steps_p, pp)), "",
              table(["variant of the model", "tokens/s/node", "vs model", "/ published"],
@@ -322,6 +382,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--methods", help="comma-separated methods (default: all of eplb.methods())")
+    ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "data" / "requests"),
+                    help="folder of request traces for the prompt-length spread (default: the shared data folder "
+                         "beside the checkout; the bundled Mooncake trace when absent)")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bench_cost.md"))
     args = ap.parse_args(argv)
     methods = args.methods.split(",") if args.methods else eplb.methods()
@@ -329,7 +392,7 @@ def main(argv=None) -> int:
     lines = ["# Cost model benchmark", "",
              "Generated by `PYTHONPATH=. python benchmarks/bench_cost.py`. Assumptions and sources: "
              "docs/cost-model.md.", ""]
-    lines += kernel_section() + [""] + economics_section() + [""] + throughput_section() + [""] + sglang_section() + [""]
+    lines += kernel_section() + [""] + economics_section() + [""] + throughput_section(Path(args.traces)) + [""] + sglang_section() + [""]
     lines += placement_section(args.time_limit, methods)
     lines += ["", f"Total benchmark time {time.perf_counter() - t0:.0f} s."]
     text = "\n".join(lines) + "\n"

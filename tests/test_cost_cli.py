@@ -17,6 +17,15 @@ def test_cost_without_arguments(capsys):
     assert out["decode"]["tokens_per_s_per_user"] >= 21
     assert out["prefill"]["cache_hit_rate"] == pytest.approx(342 / 608)
     assert out["fleet_plan"]["hours"] == 24
+    # default fleet plan: the published hourly curve, with the published nodes beside it
+    plan = out["fleet_plan"]
+    assert plan["published_nodes"][0] == 278 and len(plan["hours_utc8"]) == 24
+    assert plan["nodes"][0] > plan["nodes"][16]  # 12:00 busier than 04:00
+    avg = out["day_average"]
+    assert 0.9 < avg["busiest_hour_utilisation"] < 0.95
+    assert avg["prefill_tokens_per_s_per_node"] == pytest.approx(
+        out["prefill_tokens_per_s_per_node"] * avg["busiest_hour_utilisation"])
+    assert avg["decode_vs_published"] == pytest.approx(avg["decode_tokens_per_s_per_node"] / 14.8e3)
 
 
 def test_cost_options_and_errors(tmp_path, capsys):
@@ -26,7 +35,7 @@ def test_cost_options_and_errors(tmp_path, capsys):
     assert main(["cost", "--load-curve", str(curve), "--gpu-hour-usd", "1", "-o", str(dest)]) == 0
     out = json.loads(dest.read_text())
     assert out["cost_per_day_usd"] == pytest.approx(87072 / 2)
-    assert out["fleet_plan"]["hours"] == 2
+    assert out["fleet_plan"]["hours"] == 2 and out["fleet_plan"]["load_curve"] == "given"
     assert main(["cost", "--phase", "decode", "--requests-per-gpu", "64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decode"]["requests_per_gpu"] == 64 and "prefill" not in out

@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eplb
-from eplb.cost import (DEPLOYMENTS, decode_rank_time, decode_throughput, deployment, deployment_for,
-                       hbm_max_requests, layer_stages, moe_step_time, prefill_rank_time, prefill_throughput,
-                       step_time)
+from eplb.cost import (DEPLOYMENTS, attention_spread, decode_rank_time, decode_throughput, deployment, deployment_for,
+                       hbm_max_requests, layer_stages, moe_step_time, prefill_pairs_per_token, prefill_rank_time,
+                       prefill_throughput, step_time)
 from eplb.errors import EplbError
 
 PRE = DEPLOYMENTS["deepseek-v3-prefill"]
@@ -135,3 +135,23 @@ def test_other_hardware_and_model():
     assert h200 < step_time(DEC)  # faster HBM and NVLink-class numbers never slow a step
     q = step_time(DEC.with_(model="qwen3-235b-a22b", slots_per_gpu=1, num_gpus=128))
     assert 0 < q < 1
+
+
+def test_prefill_pairs_per_token_counts_causal_pairs():
+    # brute force: request of c cached and n new tokens; new token j (0-based) sees c + j + 1 keys
+    reqs = [(0, 4), (3, 2), (10, 1)]
+    pairs = sum(sum(c + j + 1 for j in range(n)) for c, n in reqs)
+    assert prefill_pairs_per_token([c for c, _ in reqs], [n for _, n in reqs]) == pytest.approx(pairs / 7)
+    with pytest.raises(EplbError):
+        prefill_pairs_per_token([1], [0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 20000), min_size=1, max_size=30), st.floats(0.0, 0.9))
+def test_attention_spread_properties(lengths, hit):
+    new = np.array(lengths, dtype=float)
+    cached = np.floor(new * hit)
+    # alike requests: exactly 1; copies of the mix: unchanged; fresh prompts: at least 1 (quadratic cost)
+    assert attention_spread(np.full(3, cached[0]), np.full(3, new[0])) == pytest.approx(1.0)
+    assert attention_spread(np.tile(cached, 2), np.tile(new, 2)) == pytest.approx(attention_spread(cached, new))
+    assert attention_spread(np.zeros_like(new), new) >= 1 - 1e-12

@@ -3,7 +3,8 @@ day/night plan (nodes needed per hour for a load curve).
 
 Published figures (DeepSeek Day-6 inference-system overview, 24 h from 2025-02-27 12:00 UTC+8): average
 226.75 nodes of 8 H800 (peak 278), $2 per GPU-hour, 608B input tokens of which 342B hit the on-disk KV
-cache, 168B output tokens, R1 prices $0.14 / $0.55 / $2.19 per million (hit / miss / output).
+cache, 168B output tokens, R1 prices $0.14 / $0.55 / $2.19 per million (hit / miss / output). The overview's two hourly figures (node
+count, theoretical income) are bundled as ``data/deepseek_day_hourly.csv`` (how they were read: SOURCES.md).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 
 from eplb.errors import EplbError
 
-__all__ = ["PublishedDay", "DAY", "daily_cost", "daily_revenue", "margin", "fleet_plan"]
+__all__ = ["PublishedDay", "DAY", "daily_cost", "daily_revenue", "margin", "fleet_plan", "published_hours",
+           "hourly_load", "busiest_hour_utilisation"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +119,40 @@ def fleet_plan(input_tokens_per_s, output_tokens_per_s, prefill_tokens_per_s_per
             "cost_per_day_usd": node_hours * gpus_per_node * gpu_hour_usd}
 
 
+
+
+def published_hours() -> dict:
+    """The published day hour by hour (12:00 to 11:00, UTC+8), read from the overview's two figures:
+    ``hours`` [24] labels, ``nodes`` [24] H800 nodes in service (hour averages of the node-count chart's
+    steps; they add up to 226.75 x 24 node-hours exactly) and ``income_usd`` [24] theoretical income at R1
+    prices (bar heights, +-$115 per bar; they add up to within 0.1% of the published $562,027)."""
+    from eplb.cost.calibration import read_csv
+
+    rows = read_csv("deepseek_day_hourly.csv")
+    return {"hours": [r["hour_start_utc8"] for r in rows],
+            "nodes": np.array([float(r["nodes"]) for r in rows]),
+            "income_usd": np.array([float(r["theoretical_income_usd"]) for r in rows])}
+
+
+def hourly_load(income_usd, day: PublishedDay = DAY) -> tuple[np.ndarray, np.ndarray]:
+    """The day's tokens spread over hours in proportion to an hourly income curve (the token mix assumed
+    the same in every hour): ([H] input tokens/s incl. cache hits, [H] output tokens/s)."""
+    inc = np.asarray(income_usd, dtype=np.float64)
+    if inc.ndim != 1 or inc.size == 0 or np.any(inc < 0) or not np.isfinite(inc).all() or inc.sum() <= 0:
+        raise EplbError("an hourly income curve must be a non-empty 1-D array of non-negative numbers with a positive sum")
+    share = inc / inc.sum()
+    seconds = day.hours * 3600 / inc.size
+    return day.input_tokens * share / seconds, day.output_tokens * share / seconds
+
+
+def busiest_hour_utilisation(load, nodes) -> float:
+    """Day-average load per node in service relative to the busiest hour's (load, nodes: [H]). If the
+    busiest hour per node runs the nodes at capacity, this is the fraction of capacity the day averages
+    reach: a day-average throughput per node = capacity x this."""
+    load = np.asarray(load, dtype=np.float64)
+    nodes = np.asarray(nodes, dtype=np.float64)
+    if load.shape != nodes.shape or load.ndim != 1 or load.size == 0:
+        raise EplbError(f"load and nodes must be 1-D of one length, got {load.shape} and {nodes.shape}")
+    if np.any(nodes <= 0) or np.any(load < 0) or load.sum() <= 0:
+        raise EplbError("nodes must be positive and the load non-negative with a positive sum")
+    return float((load.sum() / nodes.sum()) / np.max(load / nodes))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eplb.cost.economics import DAY, PublishedDay, daily_cost, daily_revenue, fleet_plan, margin
+from eplb.cost.economics import (DAY, PublishedDay, busiest_hour_utilisation, daily_cost, daily_revenue, fleet_plan,
+                                 hourly_load, margin, published_hours)
 from eplb.cost.step import (DEPLOYMENTS, Deployment, decode_throughput, layer_stages, moe_step_time,
                             prefill_throughput)
 
@@ -36,7 +37,9 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
                  load_curve=None, phases=("prefill", "decode")) -> dict:
     """Everything ``eplb cost`` prints. prefill_loads / decode_loads: optional [L, W] per-GPU expert loads
     (e.g. ``eplb.evaluate(placement, loads).gpu_loads``); load_curve: optional ([H] input tokens/s incl.
-    cache hits, [H] output tokens/s) for the fleet plan (default: the day's mean load in every hour)."""
+    cache hits, [H] output tokens/s) for the fleet plan (default: the published day's hourly curve).
+    The top-level ``*_tokens_per_s_per_node`` are capacities at full load; ``day_average`` scales them by
+    the published day's load per node relative to its busiest hour, the quantity the published figures are."""
     rev = daily_revenue(day)
     out = {"cost_per_day_usd": daily_cost(day), "revenue_per_day_usd": rev["total_usd"],
            "cost_profit_margin": margin(day), "revenue": rev, "day": day.to_dict(),
@@ -59,18 +62,34 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
                          "stages_us_per_micro_batch": layer_stages(at), "moe": st.summary(),
                          "vs_published": _ratio(dt["tokens_per_s_per_node"], PUBLISHED["decode_tokens_per_s_per_node"])}
     if "prefill" in out and "decode" in out:
+        hours = published_hours()
         if load_curve is None:
-            inp = np.full(24, day.input_tokens / (day.hours * 3600))
-            outp = np.full(24, day.output_tokens / (day.hours * 3600))
+            inp, outp = hourly_load(hours["income_usd"], day)
         else:
             inp, outp = load_curve
         plan = fleet_plan(inp, outp, out["prefill_tokens_per_s_per_node"], out["decode_tokens_per_s_per_node"],
                           gpus_per_node=day.gpus_per_node, gpu_hour_usd=day.gpu_hour_usd)
-        plan["load_curve"] = "flat at the day's mean load" if load_curve is None else "given"
+        if load_curve is None:
+            plan["load_curve"] = "the published day's hourly theoretical income, tokens in proportion"
+            plan["published_nodes"] = hours["nodes"].tolist()
+            plan["hours_utc8"] = hours["hours"]
+        else:
+            plan["load_curve"] = "given"
         out["fleet_plan"] = plan
         # node-hours the day's tokens need at the predicted rates, against the published average
         need = (day.input_tokens / out["prefill_tokens_per_s_per_node"]
                 + day.output_tokens / out["decode_tokens_per_s_per_node"]) / (day.hours * 3600)
         out["nodes_busy_equivalent"] = need
         out["implied_utilisation"] = need / day.average_nodes
+        # day averages: capacity x the load per node of the day relative to its busiest hour (published curves)
+        u = busiest_hour_utilisation(hours["income_usd"], hours["nodes"])
+        pre_avg = out["prefill_tokens_per_s_per_node"] * u
+        dec_avg = out["decode_tokens_per_s_per_node"] * u
+        out["day_average"] = {
+            "busiest_hour_utilisation": u,
+            "prefill_tokens_per_s_per_node": pre_avg, "decode_tokens_per_s_per_node": dec_avg,
+            "prefill_vs_published": _ratio(pre_avg, PUBLISHED["prefill_tokens_per_s_per_node"]),
+            "decode_vs_published": _ratio(dec_avg, PUBLISHED["decode_tokens_per_s_per_node"]),
+            "assumption": "the busiest hour per node in service (published node count and theoretical income "
+                          "per hour) runs the nodes at the predicted capacity; token mix alike in every hour"}
     return out

@@ -380,6 +380,27 @@ def decode_throughput(dep: Deployment, tokens_per_s_per_user: float | None = 21.
             "balanced_step_time_ms": st.balanced_step * 1e3}
 
 
+def prefill_pairs_per_token(cached, new) -> float:
+    """Causal query-key pairs per computed prompt token, token-weighted over requests: a request with
+    ``cached`` prefix tokens and ``new`` computed tokens has new x cached + new x (new + 1) / 2 pairs.
+    cached, new: [N] (or scalars for alike requests)."""
+    c = np.asarray(cached, dtype=np.float64).reshape(-1)
+    n = np.asarray(new, dtype=np.float64).reshape(-1)
+    if c.shape != n.shape or n.size == 0 or np.any(c < 0) or np.any(n < 0) or n.sum() <= 0:
+        raise EplbError("cached and new token counts must be non-negative arrays of one length with new tokens")
+    return float((n * c + n * (n + 1) / 2).sum() / n.sum())
+
+
+def attention_spread(cached, new) -> float:
+    """Prefill attention of a request mix relative to alike requests of its mean shape: pairs per computed
+    token of the mix / those of one request with the mean cached and mean new tokens. Quadratic attention
+    makes a spread of prompt lengths cost more than the mean suggests (1.0 for alike requests)."""
+    c = np.asarray(cached, dtype=np.float64).reshape(-1)
+    n = np.asarray(new, dtype=np.float64).reshape(-1)
+    mix = prefill_pairs_per_token(c, n)
+    return mix / prefill_pairs_per_token(c.mean(), n.mean())
+
+
 def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=None) -> dict:
     """Prefill throughput: computed tokens per second per GPU and node, and input tokens per second
     counting cache hits (which ride along with the computed tokens at ``cache_hit_rate`` of the input)."""
