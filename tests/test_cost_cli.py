@@ -39,6 +39,8 @@ def test_cost_options_and_errors(tmp_path, capsys):
     assert main(["cost", "--phase", "decode", "--requests-per-gpu", "64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decode"]["requests_per_gpu"] == 64 and "prefill" not in out
+    assert set(out["day_average"]) >= {"decode_tokens_per_s_per_node", "decode_vs_published"}
+    assert "prefill_tokens_per_s_per_node" not in out["day_average"] and "fleet_plan" not in out
     assert main(["cost", "--load-curve", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "partial.json").exists()

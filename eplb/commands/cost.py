@@ -21,8 +21,9 @@ def register(sub) -> None:
         "cost", help="analytic cost model: step time, throughput per node, fleet economics (JSON)",
         description="With no arguments: DeepSeek's published day (2025-02-27, 226.75 H800 nodes, $2/GPU-hour, "
                     "608B input / 342B cache-hit / 168B output tokens at R1 prices) and its two published units "
-                    "(prefill EP32, decode EP144) predicted from first principles. Assumptions and sources: "
-                    "docs/cost-model.md.")
+                    "(prefill EP32, decode EP144) predicted from first principles. *_tokens_per_s_per_node are capacities "
+                    "at full load; day_average scales them to the published day's load (its hourly node count "
+                    "and income). Assumptions and sources: docs/cost-model.md.")
     p.add_argument("--phase", choices=("both", "prefill", "decode"), default="both", help="units to evaluate")
     g = p.add_argument_group("deployment")
     g.add_argument("--hardware", choices=HARDWARE, default="h800", help="GPU type (default h800)")
@@ -51,7 +52,8 @@ def register(sub) -> None:
     d.add_argument("--cache-hit-tokens", type=float, help="input tokens per day that hit the KV cache (default 342e9)")
     d.add_argument("--output-tokens", type=float, help="output tokens per day (default 168e9)")
     d.add_argument("--load-curve", metavar="CSV",
-                   help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s")
+                   help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s "
+                        "(default: the published day's hourly curve, beside its published node counts)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the JSON here (default stdout)")
     p.set_defaults(func=run)
 

@@ -61,8 +61,19 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
         out["decode"] = {"deployment": at.to_dict(), "target_tokens_per_s_per_user": tokens_per_s_per_user, **dt,
                          "stages_us_per_micro_batch": layer_stages(at), "moe": st.summary(),
                          "vs_published": _ratio(dt["tokens_per_s_per_node"], PUBLISHED["decode_tokens_per_s_per_node"])}
+    hours = published_hours()
+    # day averages: capacity x the load per node of the published day relative to its busiest hour
+    u = busiest_hour_utilisation(hours["income_usd"], hours["nodes"])
+    avg = {"busiest_hour_utilisation": u}
+    for ph in ("prefill", "decode"):
+        key = f"{ph}_tokens_per_s_per_node"
+        if key in out:
+            avg[key] = out[key] * u
+            avg[f"{ph}_vs_published"] = _ratio(avg[key], PUBLISHED[key])
+    avg["assumption"] = ("the busiest hour per node in service (published node count and theoretical income per "
+                         "hour) runs the nodes at the predicted capacity; token mix alike in every hour")
+    out["day_average"] = avg
     if "prefill" in out and "decode" in out:
-        hours = published_hours()
         if load_curve is None:
             inp, outp = hourly_load(hours["income_usd"], day)
         else:
@@ -81,15 +92,4 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
                 + day.output_tokens / out["decode_tokens_per_s_per_node"]) / (day.hours * 3600)
         out["nodes_busy_equivalent"] = need
         out["implied_utilisation"] = need / day.average_nodes
-        # day averages: capacity x the load per node of the day relative to its busiest hour (published curves)
-        u = busiest_hour_utilisation(hours["income_usd"], hours["nodes"])
-        pre_avg = out["prefill_tokens_per_s_per_node"] * u
-        dec_avg = out["decode_tokens_per_s_per_node"] * u
-        out["day_average"] = {
-            "busiest_hour_utilisation": u,
-            "prefill_tokens_per_s_per_node": pre_avg, "decode_tokens_per_s_per_node": dec_avg,
-            "prefill_vs_published": _ratio(pre_avg, PUBLISHED["prefill_tokens_per_s_per_node"]),
-            "decode_vs_published": _ratio(dec_avg, PUBLISHED["decode_tokens_per_s_per_node"]),
-            "assumption": "the busiest hour per node in service (published node count and theoretical income "
-                          "per hour) runs the nodes at the predicted capacity; token mix alike in every hour"}
     return out
