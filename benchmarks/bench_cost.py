@@ -114,6 +114,11 @@ def economics_section() -> list[str]:
             table(["quantity", "model", "published", "difference"], rows)]
 
 
+def _deepseek_loads(workload: str, phase: str) -> np.ndarray:
+    wl = traces.load_workload(workload)
+    return eplb.evaluate(eplb.place(wl, eplb.preset(f"deepseek-v3-{phase}"), "deepseek"), wl.loads).gpu_loads
+
+
 def _mean_over_workloads(fn, phase):
     vals = []
     for w in traces.workloads():
@@ -123,6 +128,25 @@ def _mean_over_workloads(fn, phase):
         topo = eplb.preset(f"deepseek-v3-{phase}")
         vals.append(fn(eplb.evaluate(eplb.place(wl, topo, "deepseek"), wl.loads).gpu_loads))
     return float(np.mean(vals))
+
+
+def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:
+    """Per-step expert work per GPU of the deepseek placement, [steps x layers, GPUs]: tokens drawn from a
+    gate fitted to the workload (prefill: 8192 tokens per GPU = one micro-batch, requests of 1024 tokens;
+    decode: 128 requests per GPU) and dispatched with random replica choice. Stacked as layers, the
+    throughput functions price every step on its own and average the step times."""
+    from eplb.dispatch import simulate
+    from traces.routing import fit_gate, sample_steps
+
+    wl = traces.load_workload(workload)
+    topo = eplb.preset(f"deepseek-v3-{phase}")
+    placement = eplb.place(wl, topo, "deepseek")
+    gate = fit_gate(wl, num_groups=topo.num_groups, topk_groups=4, iterations=8, seed=0)
+    per_gpu, per_request = (8192, 1024) if phase == "prefill" else (128, 1)
+    data = sample_steps(gate, steps, num_gpus=topo.num_gpus, tokens_per_gpu=per_gpu, tokens_per_request=per_request,
+                        seed=1)
+    work = simulate(placement, data, policy="random", seed=0).expert_work
+    return work.reshape(-1, work.shape[-1]).astype(np.float64)
 
 
 def trace_elementwise_ratio() -> tuple[float, float, float]:
@@ -223,6 +247,10 @@ def throughput_section(traces_folder: Path) -> list[str]:
         ("profile-data request shape instead (4K prompts, no cached prefix)",
          p(pre.with_(seq_new=4096, seq_prefix=0))),
     ]
+    step_pre = per_step_loads("prefill_in1024", "prefill", 2)
+    alts_p.insert(0, ("expert imbalance per step: dispatch simulation of the deepseek placement (prefill_in1024, 2 "
+                      "steps, random replica choice; its long-window loads give "
+                      f"{p(pre, _deepseek_loads('prefill_in1024', 'prefill')) / 1e3:,.1f}k)", p(pre, step_pre)))
     k_moon = next((k for name, _, k in spreads if name.startswith("mooncake")), max(k for _, _, k in spreads))
     alts_p.append((f"day average of the most pessimistic sourced reading: spread x{k_moon:.2f} (Mooncake, real "
                    f"prefixes), imbalance, 20 us per stage, trace element-wise, x {u:.3f}",
@@ -238,7 +266,10 @@ def throughput_section(traces_folder: Path) -> list[str]:
     dimb = _mean_over_workloads(lambda g: d(dec, g), "decode")
     steps_d += [("+ expert imbalance of the deepseek placement (mean over the 2 decode workloads)", dimb),
                 (f"+ the published day's load curve (x {u:.3f}) = **day-average prediction**", dimb * u)]
+    step_dec = np.concatenate([per_step_loads(w, "decode", 4) for w in traces.workloads() if w.startswith("decode")])
     alts_d = [
+        ("expert imbalance per step: dispatch simulation of the deepseek placement (2 decode workloads x 4 steps, "
+         "random replica choice)", d(dec, step_dec)),
         ("launch/sync overhead 20 us per overlapped stage (third-party estimate)", d(dec.with_(stage_overhead_us=20))),
         ("kernels as of 2025-04 (FlashMLA 660 TFLOPS, DeepGEMM 2025-04)", d(dec.with_(version="2025-04"))),
         ("expert imbalance and 20 us per stage together",

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 import eplb
 from eplb.cost import (DEPLOYMENTS, attention_spread, decode_rank_time, decode_throughput, deployment, deployment_for,
-                       hbm_max_requests, layer_stages, moe_step_time, prefill_pairs_per_token, prefill_rank_time,
+                       hbm_max_requests, layer_stages, moe_step_time, per_step_moe_time, prefill_pairs_per_token,
+                       prefill_rank_time,
                        prefill_throughput, step_time)
 from eplb.errors import EplbError
 
@@ -155,3 +156,23 @@ def test_attention_spread_properties(lengths, hit):
     assert attention_spread(np.full(3, cached[0]), np.full(3, new[0])) == pytest.approx(1.0)
     assert attention_spread(np.tile(cached, 2), np.tile(new, 2)) == pytest.approx(attention_spread(cached, new))
     assert attention_spread(np.zeros_like(new), new) >= 1 - 1e-12
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.sampled_from(["prefill", "decode"]))
+def test_per_step_moe_time(seed, steps, phase):
+    dep = PRE if phase == "prefill" else DEC
+    rng = np.random.default_rng(seed)
+    # every step and layer carries the same total, spread unevenly over the GPUs
+    share = rng.dirichlet(np.full(dep.num_gpus, 2.0), size=(steps, 3))
+    work = rng.multinomial(1000 * dep.num_gpus, share.reshape(-1, dep.num_gpus)).reshape(steps, 3, dep.num_gpus)
+    r = per_step_moe_time(work, dep)
+    assert len(r["per_step"]) == steps
+    # each step priced alone: the same as pricing its loads directly (58 MoE layers from the 3 given)
+    one = moe_step_time(work[0], dep)
+    assert r["per_step"][0] == pytest.approx(one.layer.sum() * 58 / 3 * 1e3)
+    # the step time is convex in the loads: the mean of the steps never beats their long-window sum
+    assert r["mean"] >= r["long_window"] * (1 - 1e-9) >= r["balanced"] * (1 - 1e-9)
+    assert r["max"] >= r["p99"] >= min(r["per_step"]) - 1e-9
+    with pytest.raises(EplbError):
+        per_step_moe_time(work[0], dep)

@@ -203,6 +203,7 @@ def test_cli_simulate(tmp_path, capsys):
     assert main(["simulate", "--placement", str(pl), "--routing", str(rt), "--replica-policy", "round-robin"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 3 and np.array(out["received_tokens"]).shape == (2, 4)
+    assert "DeepSeek-V3" in out["predicted_moe_time_ms"]["note"]  # 8 experts: not priced
     loads = tmp_path / "loads.npy"
     np.save(loads, np.random.default_rng(0).gamma(2.0, size=(2, 8)) + 1)
     assert main(["simulate", "--placement", str(pl), "--loads", str(loads), "--tokens-per-step", "64",
@@ -211,3 +212,22 @@ def test_cli_simulate(tmp_path, capsys):
     assert s["tokens"] == 2 * 2 * 64 and s["tokens_per_step"] == 64
     assert main(["simulate", "--placement", str(pl)]) == 2
     assert "give --loads" in capsys.readouterr().err
+
+
+def test_cli_simulate_prices_every_step(tmp_path, capsys):
+    from eplb.cli import main
+
+    rng = np.random.default_rng(5)
+    loads = rng.gamma(1.5, size=(2, 256)) * 100 + 1
+    p = eplb.place(loads, eplb.preset("deepseek-v3-decode"), "deepseek")
+    pl = tmp_path / "p.json"
+    p.save(pl)
+    T = 144 * 4 * 2  # 4 tokens per GPU, 2 steps
+    ex = np.stack([np.stack([rng.choice(256, 8, replace=False, p=loads[layer] / loads[layer].sum())
+                             for _ in range(T)]) for layer in range(2)]).astype(np.int16)
+    rt = tmp_path / "r.parquet"
+    write_routing_parquet(rt, RoutedTokens(ex, np.tile(np.arange(144), 8), np.repeat([0, 1], T // 2), p.layers))
+    assert main(["simulate", "--placement", str(pl), "--routing", str(rt)]) == 0
+    t = json.loads(capsys.readouterr().out)["predicted_moe_time_ms"]
+    assert t["phase"] == "decode" and t["per_gpu"] == 4 and len(t["per_step"]) == 2
+    assert t["mean"] >= t["long_window"] >= t["balanced"] > 0

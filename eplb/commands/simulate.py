@@ -20,7 +20,9 @@ def register(sub) -> None:
                     "placement with DeepEP semantics and print per-step max/mean of expert work and received "
                     "tokens (mean and p99 over steps x layers), cross-node fraction, bytes (FP8 dispatch, BF16 "
                     "combine, hidden 7168) and the [layers, GPUs] totals received_tokens and expert_work. "
-                    "Without --loads/--workload/--routing the workload recorded in the placement is used.",
+                    "Without --loads/--workload/--routing the workload recorded in the placement is used. For "
+                    "DeepSeek-V3 placements, predicted_moe_time_ms prices every step on the H800 cost model "
+                    "(the slowest GPU of each step sets its time).",
     )
     p.add_argument("--placement", required=True, metavar="FILE", help="placement JSON (eplb.placement/v1)")
     add_loads_args(p, default_workload=None)
@@ -39,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--replica-policy", default="random", choices=POLICIES,
                    help="how a token picks one replica of its expert (default random)")
     p.add_argument("--max-nodes", type=int, default=4, help="node limit per token to check (default 4)")
+    p.add_argument("--phase", choices=("prefill", "decode"),
+                   help="deployment phase for predicted_moe_time_ms (default: from the topology's name, else decode)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
     p.set_defaults(func=run)
@@ -72,5 +76,21 @@ def run(args) -> int:
     result = simulate(placement, tokens, policy=args.replica_policy, seed=args.seed, max_nodes=args.max_nodes)
     out = {"placement": str(args.placement), "method": placement.method, "topology": topo.to_dict(), **source,
            **result.summary()}
+    out["predicted_moe_time_ms"] = _priced(placement, result, args.phase)
     emit(json.dumps(out), args.output)
     return 0
+
+
+def _priced(placement, result, phase) -> dict:
+    """Each simulated step's MoE time on the DeepSeek-V3 H800 cost model, the deployment sized to the
+    simulated tokens per GPU (prefill: new tokens; decode: one token per request)."""
+    from eplb.cost import deployment_for, model, per_step_moe_time
+
+    m = model("deepseek-v3")
+    if placement.num_experts != m.routed_experts:
+        return {"note": f"the cost model covers DeepSeek-V3 ({m.routed_experts} experts); "
+                        f"this placement has {placement.num_experts}"}
+    per_gpu = float(result.tokens.mean()) / placement.topology.num_gpus  # tokens: [steps, layers]
+    dep = deployment_for(placement.topology, phase, max(per_gpu, 1.0))
+    priced = per_step_moe_time(result.expert_work, dep)
+    return {"phase": dep.phase, "per_gpu": per_gpu, "hardware": dep.hardware, **priced}

@@ -290,6 +290,25 @@ def moe_step_time(gpu_loads, dep: Deployment, *, layers=None, tokens=None, attn=
                     float(balanced.sum() * scale + rest), dep)
 
 
+def per_step_moe_time(expert_work, dep: Deployment) -> dict:
+    """MoE time of every simulated step: expert_work [S, L, W] token-expert pairs per GPU per step and
+    layer (``eplb.dispatch.simulate(...).expert_work``), each step priced on its own, so the slowest GPU
+    of that step sets its time. Returns milliseconds for all the model's MoE layers (layers beyond the L
+    given at their mean): ``per_step`` [S], ``mean``, ``p99``, ``max``, ``long_window`` (the same loads
+    summed over steps, as a placement evaluation sees them) and ``balanced``."""
+    w = np.asarray(expert_work, dtype=np.float64)
+    if w.ndim != 3 or w.shape[0] == 0 or w.shape[1] == 0:
+        raise EplbError(f"expert_work must be [steps, layers, GPUs], got shape {w.shape}")
+    steps, layers, gpus = w.shape
+    per = moe_step_time(w.reshape(steps * layers, gpus), dep)
+    scale = get_model(dep.model).moe_layers / layers * 1e3
+    per_step = per.layer.reshape(steps, layers).sum(axis=1) * scale
+    window = moe_step_time(w.sum(axis=0), dep)
+    return {"per_step": per_step.tolist(), "mean": float(per_step.mean()),
+            "p99": float(np.percentile(per_step, 99)), "max": float(per_step.max()),
+            "long_window": float(window.layer.sum() * scale), "balanced": float(window.balanced.sum() * scale)}
+
+
 def step_time(dep: Deployment) -> float:
     """Seconds per step of a perfectly balanced deployment (every GPU equal)."""
     return moe_step_time(np.ones((1, dep.num_gpus)), dep).step
