@@ -327,7 +327,7 @@ def throughput_section(traces_folder: Path) -> list[str]:
              "### What each assumption contributes: decode (output tokens/s per node at 21 tokens/s per user)", "",
              table(["assumption", "tokens/s/node", "change", "/ published"], rows(steps_d, dp)), "",
              table(["variant of the model", "tokens/s/node", "vs model", "/ published"],
-                   alt_rows(alts_d, dbase, dp))]
+                   alt_rows(alts_d, dbase, dp)), ""] + trace_decode_section(traces_folder, dimb / dbase, u)
     return lines
 
 
@@ -414,6 +414,59 @@ def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float
             f"({sum(abs(x - 1) <= 0.15 for x in preds)} of {len(preds)} within +-15%). With the two pessimistic "
             f"variants added (a third-party 20 us per stage; element-wise kernels as slow as in DeepSeek's training "
             f"trace, which also casts for the backward pass): {min(pess_preds):.3f}-{max(pess_preds):.3f}."]
+
+
+def trace_decode_section(traces_folder: Path, imbalance_factor: float, u: float) -> list[str]:
+    """The decode unit on real request shapes: 144 ranks, each at most the model's requests per GPU at 21
+    tokens/s and the KV its HBM holds, load 0.9; every rank priced by eplb.cost.decode_rank_time, the step
+    set by its slowest rank. A DP time ratio r (step over the same step with every rank at the mean) keeps
+    21 tokens/s per user only if the balanced step runs at 21 x r: capacity = decode_throughput at 21 x r,
+    divided by r."""
+    from eplb.cost import decode_rank_time, hbm_max_requests
+    from eplb.dp.simulator import simulate as dp_simulate
+    from traces.requests import from_lengths, load_bundled_requests, read_requests
+
+    dec = published_decode()
+    base = decode_throughput(dec, 21.0)
+    batch = int(base["requests_per_gpu"])
+    dep = dec.with_(requests_per_gpu=batch)
+    kv_cap = int(hbm_max_requests(dec) * DAY.kv_len_per_output_token)
+    shape = DAY.request_shape()
+
+    def cost(k, q):
+        return decode_rank_time(k, q, dep)
+
+    paths = sorted(p for p in traces_folder.glob("*") if p.suffix in (".csv", ".jsonl", ".gz")) \
+        if traces_folder.is_dir() else []
+    named = [(p.name.split(".")[0], read_requests(p)) for p in paths] or \
+        [("mooncake_synthetic (bundled)", load_bundled_requests())]
+    rows, preds = [], []
+    for name, raw in named:
+        shaped = day_shaped(raw)
+        out = np.maximum(1, np.round(raw.output_len * shape["output"] / raw.output_len.mean())).astype(np.int64)
+        req = from_lengths(shaped.input_len, out, shaped.arrival, shaped.cached, name=name).tile(5)
+        res = dp_simulate(req, dep.num_gpus, "decode", "balanced", kv_capacity=kv_cap, max_batch=batch, load=0.9,
+                          cost_model=cost)
+        m = res.measured
+        flat = np.array([cost(np.full(res.ranks, k.mean()), np.full(res.ranks, q.mean()))[0]
+                         for k, q in zip(res.kv[m], res.requests[m])])
+        r = res.step_seconds[m].sum() / flat.sum()
+        cap = decode_throughput(dec, 21.0 * r)["tokens_per_s_per_node"] / r
+        day_avg = cap * imbalance_factor * u
+        preds.append(day_avg / PUBLISHED["decode_tokens_per_s_per_node"])
+        rows.append([name, f"{res.balance('kv')['mean']:.3f}", f"{res.balance('requests')['mean']:.3f}",
+                     f"{res.requests[m].mean():.1f}", f"{r:.4f}", f"{cap / 1e3:,.1f}k", f"{day_avg / 1e3:,.1f}k",
+                     f"{preds[-1]:.3f}", str(int(m.sum()))])
+    return ["### Decode on real request shapes (trace-driven)", "",
+            f"Each trace rescaled to the day's mean request ({shape['input']:,.0f} input, {shape['output']:,.0f} "
+            f"output tokens) and repeated 5x, assigned to the 144 ranks by the DP simulator (`balanced`, at most "
+            f"{batch} requests and {kv_cap:,} KV tokens per rank, load 0.9), every rank priced by the cost model; "
+            f"measured steps only. Day average = capacity x {imbalance_factor:.3f} (expert imbalance) x {u:.3f}; "
+            f"with every rank alike the capacity is {base['tokens_per_s_per_node'] / 1e3:,.1f}k.", "",
+            table(["trace shape", "KV max/mean", "requests max/mean", "running per rank", "DP time ratio",
+                   "capacity at 21 tokens/s", "day-average prediction", "/ published 14.8k", "steps"], rows), "",
+            f"Range over the traces: {min(preds):.3f}-{max(preds):.3f} of the published day average "
+            f"({sum(abs(x - 1) <= 0.15 for x in preds)} of {len(preds)} within +-15%)."]
 
 
 def sglang_section() -> list[str]:
