@@ -81,3 +81,26 @@ def test_console_entry_point_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "eplb", "place", "--loads", str(tmp_path / "x.json")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith("eplb place: error:")
+
+
+def test_method_options_on_the_command_line(capsys, tmp_path):
+    loads = tmp_path / "w.npy"
+    np.save(loads, np.random.default_rng(0).gamma(1.0, size=(2, 16)) * 100 + 1)
+    common = ["place", "--loads", str(loads), "--nodes", "2", "--gpus-per-node", "2", "--slots", "24",
+              "--groups", "4", "-q"]
+    code, out, _ = run_cli(capsys, *common, "--method", "dispatch-aware", "--set", "search=false",
+                           "--set", "kappa=0", "--set", "num-steps=4")
+    assert code == 0 and json.loads(out)["method"] == "dispatch-aware"
+    # the options reach the method: kappa changes the replica counts (planning on mean + kappa x std)
+    code, out2, _ = run_cli(capsys, *common, "--method", "dispatch-aware", "--set", "search=false",
+                            "--set", "kappa=5", "--set", "num_steps=4")
+    assert code == 0 and json.loads(out2)["logcnt"] != json.loads(out)["logcnt"]
+    for args, message in [(["--set", "kapa=1"], "has no option 'kapa'; its options: kappa,"),
+                          (["--set", "kappa=yes"], "takes a float"),
+                          (["--set", "search=1"], "takes a bool"),
+                          (["--set", "time_limit=3"], "with --time-limit"),
+                          (["--set", "kappa"], "KEY=VALUE")]:
+        code, _, err = run_cli(capsys, *common, "--method", "dispatch-aware", *args)
+        assert code == 2 and message in err
+    code, _, err = run_cli(capsys, *common, "--method", "robust", "--set", "objective=p95", "--set", "num_steps=4")
+    assert code == 0

@@ -1,6 +1,8 @@
 """``eplb place``: compute an expert placement and write its JSON."""
 from __future__ import annotations
 
+import inspect
+import json
 import sys
 
 from eplb.api import DEFAULT_METHOD, place
@@ -9,7 +11,8 @@ from eplb.evaluate import evaluate
 from eplb.migration import moves
 from eplb.placement import load_placement
 from eplb._io import emit
-from eplb.policies import methods
+from eplb.errors import EplbError
+from eplb.policies import get_method, methods
 
 COMMAND = "place"
 
@@ -35,9 +38,47 @@ def register(sub) -> None:
                         "then keeps every layer within --tolerance of a fresh plan)")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="with --previous: allowed max GPU load above a fresh plan's, per layer (default 0.01 = 1%%)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                   help="a method option, repeatable, e.g. --set kappa=0.5 (dispatch-aware), --set objective=p95 "
+                        "(robust), --set backend=highs (exact-mip); a wrong key lists the method's options")
     p.add_argument("-o", "--output", metavar="FILE", help="write the placement JSON here instead of stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=run)
+
+
+#: Method parameters set by their own flags or not expressible on a command line.
+_FLAGS = {"time_limit": "--time-limit", "seed": "--seed", "cross_node_budget": "--cross-node-budget",
+          "previous": "--previous", "tolerance": "--tolerance"}
+_NOT_CLI = {"loads", "topology", "steps", "routing", "fresh"}
+
+
+def method_options(method: str, pairs: list[str]) -> dict:
+    """Parse ``KEY=VALUE`` method options against the method's keyword parameters: values are read as
+    JSON (numbers, true/false, null) or else taken as text, and must match the type of the default."""
+    params = {k: v for k, v in inspect.signature(get_method(method)).parameters.items()
+              if v.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and k not in _NOT_CLI}
+    settable = sorted(k for k in params if k not in _FLAGS)
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise EplbError(f"--set expects KEY=VALUE, got {pair!r}")
+        if key in _FLAGS:
+            raise EplbError(f"set {key} with {_FLAGS[key]}, not --set")
+        if key not in params:
+            raise EplbError(f"method {method} has no option {key!r}; its options: {', '.join(settable) or 'none'}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        default = params[key].default
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise EplbError(f"option {key} of {method} takes a {type(default).__name__} "
+                            f"(default {default!r}), got {text!r}")
+        out[key] = value
+    return out
 
 
 def summary_lines(placement, ev, loads) -> list[str]:
@@ -64,6 +105,8 @@ def run(args) -> int:
     previous = load_placement(args.previous) if getattr(args, "previous", None) else None
     method = args.method  # None: the default (auto), which becomes migration-aware given previous
     extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
+    if args.options:
+        extra.update(method_options(method or (DEFAULT_METHOD if previous is None else "auto"), args.options))
     placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
                       cross_node_budget=args.cross_node_budget, **extra)
     ev = evaluate(placement, loads.loads, bound=placement.info.get("bound"))
