@@ -84,6 +84,19 @@ def test_exact_two_slots_proves_small_instance():
     assert gap[0] <= 1.002 and gap[1] <= 1.02
 
 
+def test_exact_two_slots_in_worker_processes_matches_one_process():
+    # layers dealt to two spawned processes come back in order, with the plans and bounds of one process
+    rng = np.random.default_rng(11)
+    loads = rng.lognormal(0, 1.0, (5, 12)) * 100
+    topo = eplb.Topology(1, 8, 2)
+    one = eplb.place(loads, topo, "exact", time_limit=3.0, workers=1)
+    two = eplb.place(loads, topo, "exact", time_limit=3.0, workers=2)
+    assert np.allclose(eplb.evaluate(one, loads).max, eplb.evaluate(two, loads).max)
+    assert np.allclose(one.info["bound"], two.info["bound"])
+    with pytest.raises(eplb.EplbError, match="workers"):
+        eplb.place(loads, topo, "exact", workers=0)
+
+
 def test_exact_mip_cli_keeps_stdout_clean(tmp_path, capfd):
     """Native solver banners must not corrupt the JSON the CLI writes on stdout."""
     import json

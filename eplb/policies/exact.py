@@ -4,17 +4,19 @@ Each layer starts from the ``balanced`` plan. With two slots per GPU the replica
 searched by an integer program over counts (HiGHS), whose bisection also certifies a lower
 bound; the replicas are then paired largest-with-smallest. With more slots per GPU the
 balanced plan's counts are kept and the packing is solved by OR-Tools CP-SAT (or a PuLP MIP
-with HiGHS or CBC), warm-started from the balanced packing. Layers are solved in parallel
-threads, each with its own time limit, and a layer keeps whichever of the two plans is better,
-so the result is never worse than ``balanced``.
+with HiGHS or CBC), warm-started from the balanced packing. Layers are solved in parallel, each
+with its own time limit (threads for CP-SAT and PuLP, which release the GIL; processes for the
+two-slot search, whose scipy HiGHS calls hold it), and a layer keeps whichever of the two plans
+is better, so the result is never worse than ``balanced``.
 
 ``info`` reports, per layer, the certified lower bound (``bound``), the gap (max GPU load /
 bound) and the status ("optimal" when the gap is within ``tol``).
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 
@@ -72,13 +74,27 @@ def _solve_layer(w: np.ndarray, counts: np.ndarray, phy2log: np.ndarray, topolog
     return slots_from_bins(labels[None, :], bin_of[None, :])[0], lower
 
 
+def _solve_layers(args):
+    """Worker entry point for the two-slot layers run in other processes: a list of layers in, their
+    (phy2log, bound) out."""
+    jobs, topology, time_limit, backend, tol = args
+    return [_solve_layer(w, c, p, topology, lower, time_limit, backend, tol) for w, c, p, lower in jobs]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None, backend: str = "cpsat",
                workers: int | None = None, tol: float = 1e-3, layers: np.ndarray | None = None,
                start: tuple[np.ndarray, np.ndarray] | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
-    time_limit: seconds per layer (default 2); workers: layers solved at once (default 1 with two
-    slots per GPU, else up to 4 threads); tol: layers within this fraction of their
+    time_limit: seconds per layer (default 2); workers: layers solved at once (default: one process
+    per available CPU with two slots per GPU, else up to 4 threads); tol: layers within this fraction of their
     certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
     the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
     """
@@ -98,15 +114,28 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     # layers already within tol of their bound need no search
     start_max = _gpu_max(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
-    # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads
-    # would only split each layer's time limit, so those layers run one after another
-    workers = workers or (1 if topology.slots_per_gpu == 2 else min(4, os.cpu_count() or 1))
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+        raise EplbError(f"workers must be a positive integer, got {workers!r}")
+    if topology.slots_per_gpu == 2:
+        # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
+        # only split each layer's time limit, so the layers are dealt round-robin to worker processes
+        procs = min(int(workers or _cpus()), len(rows))
+        jobs = [(w[i], counts[i], phy2log[i], float(lower[i])) for i in rows]
+        if procs <= 1:
+            results = _solve_layers((jobs, topology, tl, backend, tol))
+        else:
+            parts = [(jobs[k::procs], topology, tl, backend, tol) for k in range(procs)]
+            with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                done = list(pool.map(_solve_layers, parts))
+            results = [None] * len(jobs)
+            for k, part in enumerate(done):
+                results[k::procs] = part
+    else:
+        def job(i):
+            return _solve_layer(w[i], counts[i], phy2log[i], topology, float(lower[i]), tl, backend, tol)
 
-    def job(i):
-        return _solve_layer(w[i], counts[i], phy2log[i], topology, float(lower[i]), tl, backend, tol)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(job, rows))
+        with ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus()))) as pool:
+            results = list(pool.map(job, rows))
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
