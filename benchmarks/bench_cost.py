@@ -27,6 +27,7 @@ from eplb.cost import (DAY, attention_spread, busiest_hour_utilisation, daily_co
 from eplb.cost import calibration as cal  # noqa: E402
 from eplb.cost import kernels as K  # noqa: E402
 from eplb.cost.report import PUBLISHED, published_decode, published_prefill  # noqa: E402
+from eplb.cost.traffic import day_shaped, decode_on_trace, prefill_on_trace  # noqa: E402
 from eplb.cost.validation import attention_rows, expert_rows  # noqa: E402
 
 
@@ -165,18 +166,21 @@ def trace_elementwise_ratio() -> tuple[float, float, float]:
     return trace, mod, trace / mod
 
 
-def request_spreads(folder: Path) -> list[tuple[str, float, float]]:
-    """(trace, cache-hit share, attention spread) for every request trace in ``folder`` (the shared data
-    folder beside the checkout), else the bundled Mooncake trace. Traces without prefix information are
-    read with no cached prefix: their spread is then that of whole prompts."""
+def named_traces(folder: Path) -> list:
+    """(name, Requests) for every request trace in ``folder`` (the shared data folder beside the checkout),
+    else the bundled Mooncake trace. Traces without prefix information read with no cached prefix."""
     from traces.requests import load_bundled_requests, read_requests
 
     paths = sorted(p for p in folder.glob("*") if p.suffix in (".csv", ".jsonl", ".gz")) if folder.is_dir() else []
-    reqs = [read_requests(p) for p in paths] or [load_bundled_requests()]
-    out = []
-    for r, name in zip(reqs, [p.name.split(".")[0] for p in paths] or ["mooncake_synthetic (bundled)"]):
-        out.append((name, float(r.cached.sum() / r.input_len.sum()), attention_spread(r.cached, r.new_tokens)))
-    return out
+    return [(p.name.split(".")[0], read_requests(p)) for p in paths] or \
+        [("mooncake_synthetic (bundled)", load_bundled_requests())]
+
+
+def request_spreads(folder: Path) -> list[tuple[str, float, float]]:
+    """(trace, cache-hit share, attention spread) for every request trace in ``folder``; without prefix
+    information a trace's spread is that of whole prompts."""
+    return [(name, float(r.cached.sum() / r.input_len.sum()), attention_spread(r.cached, r.new_tokens))
+            for name, r in named_traces(folder)]
 
 
 def hourly_lines(pre_cap: float, dec_cap: float, hours: dict) -> list[str]:
@@ -331,31 +335,10 @@ def throughput_section(traces_folder: Path) -> list[str]:
     return lines
 
 
-def day_shaped(requests, day=DAY):
-    """A request trace rescaled to the published day's mean request: prompt lengths x (day mean / trace mean),
-    cached prefixes scaled to the day's cache-hit share (traces without prefix data: that share of every
-    prompt). The trace gives the shape (spread, prefix structure, arrivals), the day the means."""
-    from traces.requests import from_lengths
-
-    shape = day.request_shape()
-    inp = np.maximum(2, np.round(requests.input_len * shape["input"] / requests.input_len.mean())).astype(np.int64)
-    hit = day.cache_hit_rate
-    if requests.cached.sum() > 0:
-        own = requests.cached.sum() / requests.input_len.sum()
-        cached = np.round(requests.cached * inp / requests.input_len * hit / own).astype(np.int64)
-    else:
-        cached = np.floor(inp * hit).astype(np.int64)
-    return from_lengths(inp, requests.output_len, requests.arrival, np.minimum(cached, inp - 1), name=requests.name)
-
-
 def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float, ew: float) -> list[str]:
-    """The prefill unit on real request shapes: the DP simulator assigns each trace (rescaled to the day's
-    mean request) to the 32 ranks step by step with 16,384 tokens per rank, and the cost model prices every
-    rank's attention pairs and tokens (eplb.cost.prefill_rank_time); the step is its slowest rank."""
-    from eplb.cost import prefill_rank_time
-    from eplb.dp.simulator import simulate as dp_simulate
-    from traces.requests import load_bundled_requests, read_requests
-
+    """The prefill unit on real request shapes (eplb.cost.traffic.prefill_on_trace): each trace rescaled to
+    the day's mean request, assigned to the 32 ranks step by step by the DP simulator, every rank priced by
+    the cost model, the step set by its slowest rank."""
     pre = published_prefill()
     slow = pre.with_(stage_overhead_us=20, elementwise_scale=ew)
     hit = DAY.cache_hit_rate
@@ -363,49 +346,28 @@ def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float
     # the expert-imbalance factor with the pessimistic terms, from the mean request
     slow_factor = (_mean_over_workloads(lambda g: prefill_throughput(slow, hit, g)["tokens_per_s_per_node"], "prefill")
                    / prefill_throughput(slow, hit)["tokens_per_s_per_node"])
-
-    def priced(dep):
-        return lambda a, b: prefill_rank_time(a, b, dep)
-
-    def capacity(req, policy, dep):
-        res = dp_simulate(req, dep.num_gpus, "prefill", policy, token_budget=int(dep.tokens_per_gpu),
-                          cost_model=priced(dep))
-        m = res.measured
-        node = res.tokens[m].sum() / dep.num_gpus / res.step_seconds[m].sum() * dep.gpus_per_node / (1 - hit)
-        return res, m, node
-
-    paths = sorted(p for p in traces_folder.glob("*") if p.suffix in (".csv", ".jsonl", ".gz")) \
-        if traces_folder.is_dir() else []
-    named = [(p.name.split(".")[0], read_requests(p)) for p in paths] or \
-        [("mooncake_synthetic (bundled)", load_bundled_requests())]
+    pub = PUBLISHED["prefill_tokens_per_s_per_node"]
     rows, preds, pess_preds = [], [], []
-    for name, req in named:
-        req = day_shaped(req)
-        row = [name, f"{attention_spread(req.cached, req.new_tokens):.2f}"]
-        for policy in ("balanced", "round_robin"):
-            res, m, node = capacity(req, policy, pre)
-            flat = np.array([priced(pre)(np.full(res.ranks, a.mean()), np.full(res.ranks, t.mean()))[0]
-                             for a, t in zip(res.attention[m], res.tokens[m])])
-            row += [f"{res.step_seconds[m].sum() / flat.sum():.3f}", f"{node / 1e3:,.1f}k"]
-            if policy == "balanced":
-                loaded = int(m.sum())
-                day_avg = node * imbalance_factor * u
-                preds.append(day_avg / PUBLISHED["prefill_tokens_per_s_per_node"])
-                row += [f"{day_avg / 1e3:,.1f}k", f"{preds[-1]:.3f}"]
-        row.append(str(loaded))
-        pess = capacity(req, "balanced", slow)[2] * slow_factor * u / PUBLISHED["prefill_tokens_per_s_per_node"]
-        pess_preds.append(pess)
-        row.append(f"{pess:.3f}")
-        rows.append(row)
+    for name, raw in named_traces(traces_folder):
+        req = day_shaped(raw)
+        bal = prefill_on_trace(req, pre)
+        rr = prefill_on_trace(req, pre, policy="round_robin")
+        day_avg = bal["tokens_per_s_per_node"] * imbalance_factor * u
+        preds.append(day_avg / pub)
+        pess_preds.append(prefill_on_trace(req, slow)["tokens_per_s_per_node"] * slow_factor * u / pub)
+        rows.append([name, f"{bal['attention_spread']:.2f}", f"{bal['dp_time_ratio']:.3f}",
+                     f"{bal['tokens_per_s_per_node'] / 1e3:,.1f}k", f"{day_avg / 1e3:,.1f}k", f"{preds[-1]:.3f}",
+                     f"{rr['dp_time_ratio']:.3f}", f"{rr['tokens_per_s_per_node'] / 1e3:,.1f}k",
+                     str(bal["loaded_steps"]), f"{pess_preds[-1]:.3f}"])
     return ["### Prefill on real request shapes (trace-driven)", "",
             f"Each trace rescaled to the day's mean request ({DAY.request_shape()['input']:,.0f} input tokens, "
             f"{100 * hit:.2f}% cached; shape, prefix structure and arrivals from the trace), assigned to the 32 "
             "ranks step by step by the DP simulator (16,384 tokens per rank, load 0.9, `balanced` = our router "
             "with DeepSeek's two objectives, attention and tokens; `round_robin` for comparison), every rank priced "
-            "by the cost model, the step set by its slowest rank; loaded steps only. 'DP time ratio': step time "
-            f"over the same step with every rank at the mean. Day average = capacity x {imbalance_factor:.3f} "
-            f"(deepseek placement's expert imbalance) x {u:.3f} (load curve). Alike requests of the mean shape: "
-            f"{alike / 1e3:,.1f}k capacity.", "",
+            "by the cost model, the step set by its slowest rank; loaded steps only "
+            "(`eplb.cost.traffic.prefill_on_trace`). 'DP time ratio': step time over the same step with every "
+            f"rank at the mean. Day average = capacity x {imbalance_factor:.3f} (deepseek placement's expert "
+            f"imbalance) x {u:.3f} (load curve). Alike requests of the mean shape: {alike / 1e3:,.1f}k capacity.", "",
             table(["trace shape", "attention spread", "DP time ratio, balanced", "capacity, balanced",
                    "day-average prediction", "/ published 73.7k", "DP time ratio, round robin",
                    "capacity, round robin", "loaded steps (balanced)",
@@ -417,52 +379,26 @@ def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float
 
 
 def trace_decode_section(traces_folder: Path, imbalance_factor: float, u: float) -> list[str]:
-    """The decode unit on real request shapes: 144 ranks, each at most the model's requests per GPU at 21
-    tokens/s and the KV its HBM holds, load 0.9; every rank priced by eplb.cost.decode_rank_time, the step
-    set by its slowest rank. A DP time ratio r (step over the same step with every rank at the mean) keeps
-    21 tokens/s per user only if the balanced step runs at 21 x r: capacity = decode_throughput at 21 x r,
-    divided by r."""
-    from eplb.cost import decode_rank_time, hbm_max_requests
-    from eplb.dp.simulator import simulate as dp_simulate
-    from traces.requests import from_lengths, load_bundled_requests, read_requests
-
+    """The decode unit on real request shapes (eplb.cost.traffic.decode_on_trace) at 21 tokens/s per user."""
     dec = published_decode()
     base = decode_throughput(dec, 21.0)
-    batch = int(base["requests_per_gpu"])
-    dep = dec.with_(requests_per_gpu=batch)
-    kv_cap = int(hbm_max_requests(dec) * DAY.kv_len_per_output_token)
     shape = DAY.request_shape()
-
-    def cost(k, q):
-        return decode_rank_time(k, q, dep)
-
-    paths = sorted(p for p in traces_folder.glob("*") if p.suffix in (".csv", ".jsonl", ".gz")) \
-        if traces_folder.is_dir() else []
-    named = [(p.name.split(".")[0], read_requests(p)) for p in paths] or \
-        [("mooncake_synthetic (bundled)", load_bundled_requests())]
     rows, preds = [], []
-    for name, raw in named:
-        shaped = day_shaped(raw)
-        out = np.maximum(1, np.round(raw.output_len * shape["output"] / raw.output_len.mean())).astype(np.int64)
-        req = from_lengths(shaped.input_len, out, shaped.arrival, shaped.cached, name=name).tile(5)
-        res = dp_simulate(req, dep.num_gpus, "decode", "balanced", kv_capacity=kv_cap, max_batch=batch, load=0.9,
-                          cost_model=cost)
-        m = res.measured
-        flat = np.array([cost(np.full(res.ranks, k.mean()), np.full(res.ranks, q.mean()))[0]
-                         for k, q in zip(res.kv[m], res.requests[m])])
-        r = res.step_seconds[m].sum() / flat.sum()
-        cap = decode_throughput(dec, 21.0 * r)["tokens_per_s_per_node"] / r
-        day_avg = cap * imbalance_factor * u
+    for name, raw in named_traces(traces_folder):
+        r = decode_on_trace(day_shaped(raw), dec)
+        day_avg = r["tokens_per_s_per_node"] * imbalance_factor * u
         preds.append(day_avg / PUBLISHED["decode_tokens_per_s_per_node"])
-        rows.append([name, f"{res.balance('kv')['mean']:.3f}", f"{res.balance('requests')['mean']:.3f}",
-                     f"{res.requests[m].mean():.1f}", f"{r:.4f}", f"{cap / 1e3:,.1f}k", f"{day_avg / 1e3:,.1f}k",
-                     f"{preds[-1]:.3f}", str(int(m.sum()))])
+        rows.append([name, f"{r['kv_max_over_mean']:.3f}", f"{r['requests_max_over_mean']:.3f}",
+                     f"{r['running_requests_per_rank']:.1f}", f"{r['dp_time_ratio']:.4f}",
+                     f"{r['tokens_per_s_per_node'] / 1e3:,.1f}k", f"{day_avg / 1e3:,.1f}k", f"{preds[-1]:.3f}",
+                     str(r["steps"])])
     return ["### Decode on real request shapes (trace-driven)", "",
             f"Each trace rescaled to the day's mean request ({shape['input']:,.0f} input, {shape['output']:,.0f} "
             f"output tokens) and repeated 5x, assigned to the 144 ranks by the DP simulator (`balanced`, at most "
-            f"{batch} requests and {kv_cap:,} KV tokens per rank, load 0.9), every rank priced by the cost model; "
-            f"measured steps only. Day average = capacity x {imbalance_factor:.3f} (expert imbalance) x {u:.3f}; "
-            f"with every rank alike the capacity is {base['tokens_per_s_per_node'] / 1e3:,.1f}k.", "",
+            f"{r['max_requests_per_rank']} requests and {r['kv_capacity_per_rank']:,} KV tokens per rank, load 0.9), "
+            "every rank priced by the cost model; measured steps only (`eplb.cost.traffic.decode_on_trace`). "
+            f"Day average = capacity x {imbalance_factor:.3f} (expert imbalance) x {u:.3f}; with every rank alike "
+            f"the capacity is {base['tokens_per_s_per_node'] / 1e3:,.1f}k.", "",
             table(["trace shape", "KV max/mean", "requests max/mean", "running per rank", "DP time ratio",
                    "capacity at 21 tokens/s", "day-average prediction", "/ published 14.8k", "steps"], rows), "",
             f"Range over the traces: {min(preds):.3f}-{max(preds):.3f} of the published day average "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 
@@ -54,8 +55,49 @@ def register(sub) -> None:
     d.add_argument("--load-curve", metavar="CSV",
                    help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s "
                         "(default: the published day's hourly curve, beside its published node counts)")
+    t = p.add_argument_group("request trace")
+    t.add_argument("--requests", metavar="TRACE",
+                   help="also run the units on a request trace (a bundled name such as mooncake_synthetic, or a "
+                        "file: Mooncake JSONL, Azure or Vidur CSV): the DP simulator assigns it to the ranks and "
+                        "every rank is priced, the step set by its slowest rank (JSON block 'trace')")
+    t.add_argument("--day-shaped", action="store_true",
+                   help="with --requests: rescale the trace to the published day's mean request and cache-hit share")
     p.add_argument("--output", "-o", metavar="FILE", help="write the JSON here (default stdout)")
     p.set_defaults(func=run)
+
+
+def _trace_block(args, pre, dec, speed, loads) -> dict:
+    """The units on a request trace (eplb.cost.traffic), for the phases asked."""
+    from eplb.cost.report import PUBLISHED
+    from eplb.cost.traffic import day_shaped, decode_on_trace, kv_per_output_token, prefill_on_trace
+    from traces import TraceError
+    from traces.requests import bundled_request_traces, load_bundled_requests, read_requests
+
+    bundled = bundled_request_traces()
+    if args.requests not in bundled and not os.path.isfile(args.requests):
+        raise EplbError(f"request trace {args.requests!r} is neither a file nor a bundled trace "
+                        f"(bundled traces: {', '.join(bundled)})")
+    try:
+        req = load_bundled_requests(args.requests) if args.requests in bundled else read_requests(args.requests)
+    except TraceError as exc:
+        raise EplbError(str(exc)) from None
+    if args.day_shaped:
+        req = day_shaped(req)
+    block = {"requests": args.requests, "day_shaped": bool(args.day_shaped), "count": len(req),
+             "mean_input": float(req.input_len.mean()), "cache_hit_rate": float(req.cached.sum() / req.input_len.sum()),
+             "kv_per_output_token": kv_per_output_token(req)}
+    if pre is not None:
+        block["prefill"] = prefill_on_trace(req, pre, gpu_loads=loads.get("prefill"))
+        block["prefill"]["vs_published"] = (block["prefill"]["tokens_per_s_per_node"]
+                                            / PUBLISHED["prefill_tokens_per_s_per_node"])
+    if dec is not None:
+        # the unit's mean KV: --kv-len, the day's 4,989 for a day-shaped trace, else the trace's own
+        kv = dec.kv_len if args.kv_len is not None or args.day_shaped else block["kv_per_output_token"]
+        block["decode"] = decode_on_trace(req, dec.with_(kv_len=kv), tokens_per_s_per_user=speed or 21.0,
+                                          gpu_loads=loads.get("decode"))
+        block["decode"]["vs_published"] = (block["decode"]["tokens_per_s_per_node"]
+                                           / PUBLISHED["decode_tokens_per_s_per_node"])
+    return block
 
 
 def _read_curve(path: str):
@@ -119,5 +161,10 @@ def run(args) -> int:
                        load_curve=_read_curve(args.load_curve) if args.load_curve else None, phases=phases)
     if args.workload:
         out["expert_loads"] = {"workload": args.workload, "method": args.method}
+    if args.requests:
+        out["trace"] = _trace_block(args, pre if "prefill" in phases else None,
+                                    dec if "decode" in phases else None, speed, loads)
+    elif args.day_shaped:
+        raise EplbError("--day-shaped needs --requests TRACE")
     emit(json.dumps(out, indent=1), args.output)
     return 0
