@@ -32,6 +32,9 @@ __all__ = ["exact_plan", "basic_bounds"]
 #: Seconds per layer when no time limit is given.
 DEFAULT_LAYER_TIME = 2.0
 
+#: Two-slot layers go to worker processes (by default) only when their time limits add up to this many seconds.
+MIN_PROCESS_WORK = 10.0
+
 
 def basic_bounds(loads: np.ndarray, topology: Topology) -> np.ndarray:
     """max(total / GPUs, best largest replica) per layer. loads: [L, E] -> [L]."""
@@ -93,8 +96,10 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
                start: tuple[np.ndarray, np.ndarray] | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
-    time_limit: seconds per layer (default 2); workers: layers solved at once (default: one process
-    per available CPU with two slots per GPU, else up to 4 threads); tol: layers within this fraction of their
+    time_limit: seconds per layer (default 2); workers: layers solved at once (default: with two
+    slots per GPU, one worker process per available CPU when the layers' time limits add up to at
+    least MIN_PROCESS_WORK seconds, else one at a time in this process; with more slots, up to 4
+    threads); tol: layers within this fraction of their
     certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
     the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
     """
@@ -118,8 +123,9 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         raise EplbError(f"workers must be a positive integer, got {workers!r}")
     if topology.slots_per_gpu == 2:
         # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
-        # only split each layer's time limit, so the layers are dealt round-robin to worker processes
-        procs = min(int(workers or _cpus()), len(rows))
+        # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
+        # unless the search is too short to pay for starting them (about a second each)
+        procs = min(int(workers or (_cpus() if tl * len(rows) >= MIN_PROCESS_WORK else 1)), len(rows))
         jobs = [(w[i], counts[i], phy2log[i], float(lower[i])) for i in rows]
         if procs <= 1:
             results = _solve_layers((jobs, topology, tl, backend, tol))
