@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -115,20 +116,15 @@ def economics_section() -> list[str]:
             table(["quantity", "model", "published", "difference"], rows)]
 
 
+@lru_cache(maxsize=None)
 def _deepseek_loads(workload: str, phase: str) -> np.ndarray:
+    """Per-GPU expert loads [L, W] of DeepSeek's placement of a bundled workload on the phase's unit."""
     wl = traces.load_workload(workload)
     return eplb.evaluate(eplb.place(wl, eplb.preset(f"deepseek-v3-{phase}"), "deepseek"), wl.loads).gpu_loads
 
 
 def _mean_over_workloads(fn, phase):
-    vals = []
-    for w in traces.workloads():
-        if not w.startswith(phase):
-            continue
-        wl = traces.load_workload(w)
-        topo = eplb.preset(f"deepseek-v3-{phase}")
-        vals.append(fn(eplb.evaluate(eplb.place(wl, topo, "deepseek"), wl.loads).gpu_loads))
-    return float(np.mean(vals))
+    return float(np.mean([fn(_deepseek_loads(w, phase)) for w in traces.workloads() if w.startswith(phase)]))
 
 
 def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:

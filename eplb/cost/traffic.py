@@ -35,6 +35,13 @@ def day_shaped(requests, day: PublishedDay = DAY):
     return from_lengths(inp, out, requests.arrival, np.minimum(cached, inp - 1), name=requests.name)
 
 
+def _dp_time_ratio(step_seconds, a, b, cost) -> float:
+    """Simulated step time over the time of the same steps with every rank at the step's mean work.
+    step_seconds: [S]; a, b: [S, R] per-rank work; cost: the per-rank cost callable (elementwise over
+    ranks, so one call prices a mean rank of every step)."""
+    return float(np.sum(step_seconds) / cost(a.mean(axis=1), b.mean(axis=1)).sum())
+
+
 def kv_per_output_token(requests) -> float:
     """Mean KV length per generated token of a trace (the quantity DeepSeek publishes: 4,989): each
     request's output tokens see input + output / 2 tokens on average."""
@@ -64,9 +71,7 @@ def prefill_on_trace(requests, dep: Deployment, *, policy: str = "balanced", loa
     m = res.measured
     if not m.any() or res.step_seconds[m].sum() <= 0:
         raise EplbError("the trace never loads the unit; give a longer trace or a higher load")
-    flat = np.array([cost(np.full(res.ranks, a.mean()), np.full(res.ranks, t.mean()))[0]
-                     for a, t in zip(res.attention[m], res.tokens[m])])
-    ratio = float(res.step_seconds[m].sum() / flat.sum())
+    ratio = _dp_time_ratio(res.step_seconds[m], res.attention[m], res.tokens[m], cost)
     computed = res.tokens[m].sum() / dep.num_gpus / res.step_seconds[m].sum()
     hit = float(requests.cached.sum() / requests.input_len.sum())
     experts = 1.0
@@ -106,9 +111,7 @@ def decode_on_trace(requests, dep: Deployment, *, tokens_per_s_per_user: float =
     if m.sum() < 10:
         raise EplbError(f"the trace ({len(requests)} requests x {repeat}) does not reach a steady state on "
                         f"{dep.num_gpus} ranks; give a longer trace or a larger repeat")
-    flat = np.array([cost(np.full(res.ranks, k.mean()), np.full(res.ranks, q.mean()))[0]
-                     for k, q in zip(res.kv[m], res.requests[m])])
-    ratio = float(res.step_seconds[m].sum() / flat.sum())
+    ratio = _dp_time_ratio(res.step_seconds[m], res.kv[m], res.requests[m], cost)
     cap = decode_throughput(dep, tokens_per_s_per_user * ratio, gpu_loads)
     per_gpu = cap["tokens_per_s_per_gpu"] / ratio
     return {"policy": policy, "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
