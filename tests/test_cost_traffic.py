@@ -84,6 +84,6 @@ def test_cost_cli_with_a_request_trace(capsys, tmp_path):
     assert main(["cost", "--phase", "decode", "--requests", str(csv)]) == 2
     assert "steady state" in capsys.readouterr().err
     assert main(["cost", "--requests", "no_such_trace"]) == 2
-    assert "bundled traces: mooncake_synthetic" in capsys.readouterr().err
+    assert "neither a file nor a bundled trace" in capsys.readouterr().err
     assert main(["cost", "--day-shaped"]) == 2
     assert "--requests" in capsys.readouterr().err

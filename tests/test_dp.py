@@ -239,9 +239,15 @@ def test_cli_decode_and_errors(capsys, tmp_path):
     target = tmp_path / "o.json"
     assert main(["dp", "--limit", "200", "--phase", "decode", "--policy", "vllm", "-o", str(target)]) == 0
     assert json.loads(target.read_text())["policies"][0]["policy"] == "vllm"
+    capsys.readouterr()
     assert main(["dp", "--requests", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "neither a file nor a bundled trace" in err and "mooncake_synthetic" in err
     assert main(["dp", "--ranks", "0"]) == 2
     assert "error" in capsys.readouterr().err
+    # a bundled trace by name, as `eplb cost --requests` takes it
+    assert main(["dp", "--requests", "mooncake_synthetic", "--limit", "150", "--ranks", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["trace"]["requests"] == 150
 
 
 def test_decode_online_rule_matches_the_sum_of_squares_definition():

@@ -38,6 +38,7 @@ __all__ = [
     "bundled_request_path",
     "bundled_request_traces",
     "load_bundled_requests",
+    "open_requests",
     "read_requests",
 ]
 
@@ -382,3 +383,17 @@ def load_bundled_requests(name: str = DEFAULT_REQUESTS, limit: int | None = None
     r = read_requests(bundled_request_path(name), limit=limit)
     return Requests(r.arrival, r.input_len, r.output_len, r.cached, r.block_ptr, r.block_ids,
                     name, f"bundled:{name}", r.block_size)
+
+
+def open_requests(source: str | os.PathLike, format: str | None = None, limit: int | None = None) -> Requests:
+    """A request trace from a file or, when no such file exists, a bundled trace by name.
+
+    >>> len(open_requests("mooncake_synthetic", limit=3))
+    3
+    """
+    if os.path.isfile(source):
+        return read_requests(source, format=format, limit=limit)
+    if str(source) in bundled_request_traces():
+        return load_bundled_requests(str(source), limit=limit)
+    raise TraceError(f"request trace {str(source)!r} is neither a file nor a bundled trace; give a file path "
+                     f"or one of: {', '.join(bundled_request_traces())}")

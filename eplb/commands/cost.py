@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
 
@@ -71,14 +70,10 @@ def _trace_block(args, pre, dec, speed, loads) -> dict:
     from eplb.cost.report import PUBLISHED
     from eplb.cost.traffic import day_shaped, decode_on_trace, kv_per_output_token, prefill_on_trace
     from traces import TraceError
-    from traces.requests import bundled_request_traces, load_bundled_requests, read_requests
+    from traces.requests import open_requests
 
-    bundled = bundled_request_traces()
-    if args.requests not in bundled and not os.path.isfile(args.requests):
-        raise EplbError(f"request trace {args.requests!r} is neither a file nor a bundled trace "
-                        f"(bundled traces: {', '.join(bundled)})")
     try:
-        req = load_bundled_requests(args.requests) if args.requests in bundled else read_requests(args.requests)
+        req = open_requests(args.requests)
     except TraceError as exc:
         raise EplbError(str(exc)) from None
     if args.day_shaped:

@@ -7,7 +7,7 @@ from eplb._io import emit
 from eplb.dp import COMPARE_POLICIES, DEFAULT_POLICY, DEFAULTS, compare, describe_policies, policies, simulate
 from eplb.dp.policies import ATTENTION_BALANCE, MIN_CHUNK
 from eplb.errors import EplbError
-from traces.requests import DEFAULT_REQUESTS, FORMATS, load_bundled_requests, read_requests
+from traces.requests import DEFAULT_REQUESTS, FORMATS, open_requests
 
 COMMAND = "dp"
 
@@ -20,8 +20,9 @@ def register(sub) -> None:
                     "and p99 over measured steps), time to first token in steps and throughput. Prints "
                     'JSON {"default": NAME, "policies": [ROW, ...]}. Policies: '
                     + "; ".join(f"{k}: {v}" for k, v in describe_policies().items()))
-    p.add_argument("--requests", metavar="FILE",
-                   help=f"request trace: Mooncake JSONL, Azure CSV or Vidur CSV (default: bundled {DEFAULT_REQUESTS})")
+    p.add_argument("--requests", metavar="TRACE",
+                   help="request trace: a file (Mooncake JSONL, Azure CSV or Vidur CSV) or a bundled trace's name "
+                        f"(default: bundled {DEFAULT_REQUESTS})")
     p.add_argument("--format", choices=FORMATS, help="trace format (default: detected)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N requests")
     p.add_argument("--repeat", type=int, default=1, metavar="K",
@@ -71,10 +72,7 @@ def run(args) -> int:
         raise EplbError("--ranks must be at least 1")
     if args.repeat < 1:
         raise EplbError("--repeat must be at least 1")
-    if args.requests:
-        reqs = read_requests(args.requests, format=args.format, limit=args.limit)
-    else:
-        reqs = load_bundled_requests(limit=args.limit)
+    reqs = open_requests(args.requests or DEFAULT_REQUESTS, format=args.format, limit=args.limit)
     reqs = reqs.tile(args.repeat)
     options = dict(token_budget=args.token_budget, kv_capacity=args.kv_capacity, max_batch=args.max_batch,
                    load=args.load, rate=args.rate, arrival=args.arrival, batch_size=args.batch_size,
