@@ -43,6 +43,16 @@ def test_cost_options_and_errors(tmp_path, capsys):
     assert "prefill_tokens_per_s_per_node" not in out["day_average"] and "fleet_plan" not in out
     assert main(["cost", "--load-curve", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err
+    # the pessimistic sourced readings from the command line: slower prefill, decode's DeepEP unchanged
+    assert main(["cost", "--phase", "prefill"]) == 0
+    base = json.loads(capsys.readouterr().out)["prefill_tokens_per_s_per_node"]
+    assert main(["cost", "--phase", "prefill", "--deepep", "trace"]) == 0
+    slow = json.loads(capsys.readouterr().out)["prefill_tokens_per_s_per_node"]
+    assert 0.7 * base < slow < 0.85 * base
+    assert main(["cost", "--phase", "prefill", "--elementwise-scale", "3.3"]) == 0
+    assert json.loads(capsys.readouterr().out)["prefill_tokens_per_s_per_node"] < base
+    assert main(["cost", "--elementwise-scale", "0"]) == 2
+    assert "elementwise_scale must be positive" in capsys.readouterr().err
     assert not (tmp_path / "partial.json").exists()
 
 

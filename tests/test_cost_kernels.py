@@ -110,6 +110,30 @@ def test_flashmla_and_deepep_reproduce_published_figures():
         K.dispatch_combine_time(1.0, 32, "scatter", "normal", hw)
 
 
+def test_deepep_as_inside_deepseeks_h800_trace():
+    m, hw = model("deepseek-v3"), hardware("h800")
+    tr = K.deepep_in_trace()
+    # train.json: 4096 tokens per GPU, EP64 over 8 nodes (top-4 of 8 one-node groups: 4 nodes per token);
+    # dispatch 4,345.8 us for FP8 + scales, combine 5,993.8 us for BF16
+    assert K.nodes_touched(8, m) == pytest.approx(4.0)
+    assert tr["dispatch_gbps"] == pytest.approx(4096 * 4 * 7392 / 4345.8e3)
+    assert tr["combine_gbps"] == pytest.approx(4096 * 4 * 14336 / 5993.8e3)
+    assert tr["dispatch_efficiency"] == pytest.approx(tr["dispatch_gbps"] / 46)
+    assert tr["combine_efficiency"] == pytest.approx(tr["combine_gbps"] / 45)
+    assert tr["dispatch_notify_us"] == pytest.approx(102.5 + 2242.0) and tr["combine_notify_us"] == pytest.approx(2690.2)
+    # at the trace's own shape the trace source reproduces the trace, notify kernels included
+    units = 4096 * K.nodes_touched(8, m)
+    for kind, us in (("dispatch", 4345.8 + 2344.5), ("combine", 5993.8 + 2690.2)):
+        t = K.dispatch_combine_time(units, 64, kind, "normal", hw, source="trace") * 1e6
+        assert t == pytest.approx(us, rel=1e-9)
+        assert t > K.dispatch_combine_time(units, 64, kind, "normal", hw) * 1e6
+    # the low-latency kernels have no trace: unchanged
+    assert K.dispatch_combine_time(1024, 128, "combine", "low_latency", hw, source="trace") == \
+        K.dispatch_combine_time(1024, 128, "combine", "low_latency", hw)
+    with pytest.raises(EplbError, match="benchmark, trace"):
+        K.dispatch_combine_time(1.0, 32, "dispatch", "normal", hw, source="guess")
+
+
 def test_kernel_profile_rejects_unknown_names():
     with pytest.raises(EplbError, match="kernel profile"):
         kernel_profile("cutlass")

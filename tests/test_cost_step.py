@@ -71,6 +71,8 @@ def test_bad_inputs_raise():
         PRE.with_(tokens_per_gpu=0)
     with pytest.raises(EplbError, match="unknown deployment"):
         deployment("nope")
+    with pytest.raises(EplbError, match="deepep must be one of"):
+        PRE.with_(deepep="measured")
 
 
 def test_stage_structure_follows_the_published_overlap():
@@ -88,6 +90,11 @@ def test_stage_structure_follows_the_published_overlap():
     # 20 us per overlapped stage: 4 stages per prefill layer
     ov = moe_step_time(np.ones((1, 32)), PRE.with_(stage_overhead_us=20)).layer[0]
     assert (ov - layer) * 1e6 == pytest.approx(80)
+    # DeepEP as inside DeepSeek's trace: slower communication, same computation
+    tr = layer_stages(PRE.with_(deepep="trace"))
+    assert tr["dispatch"] > stg["dispatch"] and tr["combine"] > stg["combine"]
+    assert all(tr[k] == stg[k] for k in ("attn0", "attn1", "shared", "mlp"))
+    assert layer_stages(DEC.with_(deepep="trace")) == d
 
 
 def test_dp_cost_callables():

@@ -14,7 +14,7 @@ COMMAND = "cost"
 
 def register(sub) -> None:
     from eplb.cost.calibration import VERSIONS
-    from eplb.cost.kernels import PROFILES
+    from eplb.cost.kernels import DEEPEP_SOURCES, PROFILES
     from eplb.cost.specs import HARDWARE
 
     p = sub.add_parser(
@@ -40,6 +40,12 @@ def register(sub) -> None:
                    help="decode tokens per request per step with multi-token prediction (default 1: none)")
     g.add_argument("--stage-overhead-us", type=float, default=0.0,
                    help="launch/synchronisation overhead per overlapped stage (default 0)")
+    g.add_argument("--deepep", choices=DEEPEP_SOURCES, default="benchmark",
+                   help="speed of DeepEP's prefill (normal) kernels: benchmark = DeepEP's published tables (default); "
+                        "trace = as inside DeepSeek's H800 trace, notify kernels included")
+    g.add_argument("--elementwise-scale", type=float, default=1.0,
+                   help="multiply element-wise kernel time (norms, casts, SwiGLU, permutes; default 1; DeepSeek's "
+                        "H800 training trace shows about 3.3)")
     g.add_argument("--no-overlap", action="store_true", help="run computation and communication back to back")
     g.add_argument("--workload", metavar="NAME",
                    help="bundled expert loads to place (with --method) for the expert-imbalance term "
@@ -133,7 +139,8 @@ def run(args) -> int:
 
     day = replace(DAY, **day_changes)
     common = {"hardware": args.hardware, "kernels": args.kernels, "version": args.kernel_version,
-              "stage_overhead_us": args.stage_overhead_us, "overlap": not args.no_overlap}
+              "stage_overhead_us": args.stage_overhead_us, "overlap": not args.no_overlap, "deepep": args.deepep,
+              "elementwise_scale": args.elementwise_scale}
     pre = published_prefill(day, **common)
     if args.tokens_per_gpu is not None:
         pre = pre.with_(tokens_per_gpu=args.tokens_per_gpu)

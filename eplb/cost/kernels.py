@@ -169,8 +169,45 @@ def _deepep_table(kernel: str, version: str):
     return ep, np.array([float(r["dispatch_gbps"]) for r in use]), np.array([float(r["combine_gbps"]) for r in use])
 
 
+#: Where DeepEP's normal-kernel speed comes from: its own benchmark tables, or DeepSeek's H800 trace.
+DEEPEP_SOURCES = ("benchmark", "trace")
+
+#: The H800 trace's step: EP64 over 8 nodes, 4096 tokens per GPU (profile-data train.json).
+_TRACE_EP, _TRACE_NODES, _TRACE_TOKENS = 64, 8, 4096
+
+
+@lru_cache(maxsize=None)
+def deepep_in_trace() -> dict:
+    """DeepEP's normal kernels inside DeepSeek's H800 training trace (``h800_train_forward_per_layer.csv``:
+    EP64 over 8 nodes, 4096 tokens per GPU, 20 SMs for communication, overlapped with computation):
+    the dispatch and combine kernels' logical bandwidth (counted as DeepEP's benchmark counts it: tokens x
+    destination nodes) relative to the benchmark's EP64 figure, and the time of the kernels each call runs
+    before moving data (dispatch: layout + notify; combine: cached notify), in microseconds."""
+    from eplb.cost.specs import model as get_model
+
+    rows = {(r["stage"], r["component"]): float(r["mean_us"]) for r in cal.read_csv("h800_train_forward_per_layer.csv")}
+
+    def us(stage, key):
+        hits = [v for (s, c), v in rows.items() if s == stage and key in c]
+        if len(hits) != 1:
+            raise EplbError(f"h800_train_forward_per_layer.csv: expected one {stage} row with {key!r}")
+        return hits[0]
+
+    m = get_model("deepseek-v3")
+    units = _TRACE_TOKENS * nodes_touched(_TRACE_NODES, m)
+    eps, disp, comb_ = _deepep_table("normal", "2025-02")
+    bench_d = float(np.interp(np.log(_TRACE_EP), np.log(eps), disp))
+    bench_c = float(np.interp(np.log(_TRACE_EP), np.log(eps), comb_))
+    gbps_d = units * (m.hidden + m.hidden // 128 * 4) / (us("dispatch(F)", "internode dispatch") * 1e3)
+    gbps_c = units * 2 * m.hidden / (us("combine(F)", "internode combine") * 1e3)
+    return {"dispatch_gbps": gbps_d, "combine_gbps": gbps_c,
+            "dispatch_efficiency": gbps_d / bench_d, "combine_efficiency": gbps_c / bench_c,
+            "dispatch_notify_us": us("dispatch(F)", "get_dispatch_layout") + us("dispatch(F)", "notify_dispatch"),
+            "combine_notify_us": us("combine(F)", "cached_notify")}
+
+
 def dispatch_combine_time(pairs_or_tokens, ep: int, kind: str, kernel: str, hw: Hardware, version: str = "2025-02",
-                          hidden: int = 7168):
+                          hidden: int = 7168, source: str = "benchmark"):
     """DeepEP time for a GPU's traffic, from DeepEP's published H800 "logical" bandwidths as counted by its
     benchmarks: normal kernels count tokens x destination nodes (own node included), low-latency kernels
     count token-expert pairs. The bandwidth is interpolated in log(EP) between the published EP sizes and
@@ -178,11 +215,16 @@ def dispatch_combine_time(pairs_or_tokens, ep: int, kind: str, kernel: str, hw: 
 
     pairs_or_tokens: [...] units as above; kind: "dispatch" | "combine"; kernel: "normal" | "low_latency";
     hidden: the model's hidden size (bytes per token: FP8 + FP32 scale per 128 values, or BF16).
+    source: "trace" runs the normal kernels as fast as inside DeepSeek's H800 trace (see
+    :func:`deepep_in_trace`: a fraction of the benchmark bandwidth, plus the notify kernels of every call);
+    the low-latency kernels have no trace and keep their benchmark figures.
     """
     if kind not in ("dispatch", "combine"):
         raise EplbError(f"kind must be 'dispatch' or 'combine', got {kind!r}")
     if kernel not in ("normal", "low_latency"):
         raise EplbError(f"kernel must be 'normal' or 'low_latency', got {kernel!r}")
+    if source not in DEEPEP_SOURCES:
+        raise EplbError(f"DeepEP source must be one of {', '.join(DEEPEP_SOURCES)}, got {source!r}")
     dep_version = version if kernel == "normal" else ("2025-06" if version > "2025-06" else version)
     eps, disp, comb_ = _deepep_table(kernel, dep_version)
     bw = np.interp(np.log(ep), np.log(eps), disp if kind == "dispatch" else comb_)
@@ -194,4 +236,9 @@ def dispatch_combine_time(pairs_or_tokens, ep: int, kind: str, kernel: str, hw: 
         per = hidden + hidden // 128 * 4 + (16 if kernel == "low_latency" else 0)
     else:
         per = 2 * hidden
-    return np.asarray(pairs_or_tokens, dtype=np.float64) * per / (bw * 1e9)
+    fixed = 0.0
+    if source == "trace" and kernel == "normal":
+        tr = deepep_in_trace()
+        bw *= tr[f"{kind}_efficiency"]
+        fixed = tr[f"{kind}_notify_us"] * 1e-6
+    return np.asarray(pairs_or_tokens, dtype=np.float64) * per / (bw * 1e9) + fixed

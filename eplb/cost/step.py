@@ -42,7 +42,8 @@ class Deployment:
     cached prefix of ``seq_prefix``; decode: ``requests_per_gpu`` requests with a mean KV length ``kv_len``.
     ``mtp_tokens`` tokens per request per decode step (1 without multi-token prediction).
     include_comm / include_elementwise / reserve_comm_sms switch terms off and elementwise_scale multiplies the
-    element-wise kernel time, for attribution tables.
+    element-wise kernel time, for attribution tables. ``deepep``: "benchmark" (DeepEP's published tables) or
+    "trace" (prefill's normal kernels as fast as inside DeepSeek's H800 trace, notify kernels included).
     """
 
     phase: str
@@ -66,6 +67,7 @@ class Deployment:
     model: str = "deepseek-v3"
     kernels: str = "deepgemm"
     version: str = "2025-02"
+    deepep: str = "benchmark"
     name: str = ""
 
     def __post_init__(self):
@@ -79,6 +81,8 @@ class Deployment:
             v = getattr(self, f)
             if not np.isfinite(v) or v <= 0:
                 raise EplbError(f"deployment {f} must be positive, got {v!r}")
+        if self.deepep not in K.DEEPEP_SOURCES:
+            raise EplbError(f"deployment deepep must be one of {', '.join(K.DEEPEP_SOURCES)}, got {self.deepep!r}")
         if self.seq_prefix < 0 or self.stage_overhead_us < 0:
             raise EplbError("deployment seq_prefix and stage_overhead_us must be non-negative")
         if self.num_gpus % self.gpus_per_node and self.num_gpus > self.gpus_per_node:
@@ -172,8 +176,8 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     # receive side in the same units: a GPU's share of all received traffic
     mean_ratio = per_token / m.top_k
     comm_units = np.maximum(send, rcv * mean_ratio)
-    dispatch = K.dispatch_combine_time(comm_units, ep, "dispatch", kernel, hw, dep.version, h)
-    combine = K.dispatch_combine_time(comm_units, ep, "combine", kernel, hw, dep.version, h)
+    dispatch = K.dispatch_combine_time(comm_units, ep, "dispatch", kernel, hw, dep.version, h, dep.deepep)
+    combine = K.dispatch_combine_time(comm_units, ep, "combine", kernel, hw, dep.version, h, dep.deepep)
     if not dep.include_comm:
         dispatch, combine = 0.0 * dispatch, 0.0 * combine
     return {"attn0": attn0, "attn1": attn1, "shared": shared, "mlp": mlp, "dispatch": dispatch, "combine": combine}
