@@ -20,7 +20,10 @@ def test_every_hardware_value_has_a_source():
     h800, h200 = hardware("h800"), hardware("h200")
     assert (h800.sms, h800.fp8_tflops, h800.hbm_tbps, h800.nvlink_gbps, h800.rdma_gbps) == (132, 1978, 3.35, 200, 50)
     assert h200.fp8_tflops == h800.fp8_tflops and h200.hbm_tbps == 4.8
-    with pytest.raises(EplbError, match="choose one of"):
+    b200 = hardware("b200")
+    assert (b200.sms, b200.fp8_tflops, b200.bf16_tflops, b200.hbm_gb, b200.hbm_tbps, b200.nvlink_gbps) == \
+        (148, 4500, 2250, 180, 8.0, 900)
+    with pytest.raises(EplbError, match="choose one of b200, h100, h200, h800"):
         hardware("a100")
 
 

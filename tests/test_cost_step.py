@@ -141,6 +141,13 @@ def test_prefill_throughput_counts_cache_hits():
 def test_other_hardware_and_model():
     h200 = step_time(DEC.with_(hardware="h200"))
     assert h200 < step_time(DEC)  # faster HBM and NVLink-class numbers never slow a step
+    # B200: more of everything, and 24 of its 148 SMs kept for communication in prefill
+    for dep in (PRE, DEC):
+        assert step_time(dep.with_(hardware="b200")) < step_time(dep.with_(hardware="h200"))
+    assert hbm_max_requests(DEC.with_(hardware="b200")) > hbm_max_requests(DEC.with_(hardware="h200"))
+    h800_split = layer_stages(PRE.with_(include_comm=False, include_elementwise=False))
+    full = layer_stages(PRE.with_(include_comm=False, include_elementwise=False, reserve_comm_sms=False))
+    assert full["mlp"] < h800_split["mlp"]
     q = step_time(DEC.with_(model="qwen3-235b-a22b", slots_per_gpu=1, num_gpus=128))
     assert 0 < q < 1
 

@@ -47,7 +47,7 @@ _HW_FIELDS = ("sms", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_
 
 @lru_cache(maxsize=None)
 def hardware(name: str) -> Hardware:
-    """A GPU by name: ``"h800"``, ``"h100"`` or ``"h200"`` (see :data:`HARDWARE`)."""
+    """A GPU by name: ``"h800"``, ``"h100"``, ``"h200"`` or ``"b200"`` (see :data:`HARDWARE`)."""
     table = specs_data()["hardware"]
     key = name.lower()
     if key not in table:

@@ -122,7 +122,9 @@ def _parts(dep: Deployment):
     m = get_model(dep.model)
     prof = K.kernel_profile(dep.kernels, dep.version)
     key = "prefill_compute_sms" if dep.phase == "prefill" else "decode_compute_sms"
-    frac = specs_data()["kernels"][key]["value"] / 132.0 if dep.reserve_comm_sms else 1.0
+    # DeepSeek's H800 split (of 132 SMs) keeps the same number of SMs for communication on other GPUs
+    comm_sms = 132 - specs_data()["kernels"][key]["value"]
+    frac = (hw.sms - comm_sms) / hw.sms if dep.reserve_comm_sms else 1.0
     return hw, m, prof, frac
 
 
