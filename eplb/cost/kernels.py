@@ -98,6 +98,12 @@ def _attention_rate(model: MoEModel, hw: Hardware, profile: KernelProfile, sm_fr
     return profile.attention.eta_flop * hw.bf16_tflops * 1e12 * sm_fraction
 
 
+def _block_time(query_tiles, model: MoEModel, hw: Hardware, profile: KernelProfile, sm_fraction: float):
+    """Per-work-item time of flash attention: ``query_tiles`` x heads blocks spread over the GPU's SMs."""
+    return np.asarray(query_tiles, dtype=np.float64) * model.heads * profile.attention.block_us * 1e-6 / \
+        (hw.sms * sm_fraction)
+
+
 def prefill_attention_time(new_tokens, prefix, model: MoEModel, hw: Hardware, profile: KernelProfile,
                            sm_fraction: float = 1.0):
     """Core attention of sequences with ``new_tokens`` new tokens after a cached ``prefix``, as two flash
@@ -108,18 +114,23 @@ def prefill_attention_time(new_tokens, prefix, model: MoEModel, hw: Hardware, pr
     f = model.core_flops_per_pair("prefill")
     rate = _attention_rate(model, hw, profile, sm_fraction)
     launch = profile.attention.launch_us * 1e-6
-    causal = np.where(n > 0, launch + cal.causal_tile_pairs(n, profile.attention.tile) * f / rate, 0.0)
-    full = np.where((n > 0) & (pre > 0), launch + n * pre * f / rate, 0.0)
+    blocks = _block_time(np.ceil(n / profile.attention.tile), model, hw, profile, sm_fraction)
+    causal = np.where(n > 0, launch + blocks + cal.causal_tile_pairs(n, profile.attention.tile) * f / rate, 0.0)
+    full = np.where((n > 0) & (pre > 0), launch + blocks + n * pre * f / rate, 0.0)
     return causal + full
 
 
-def attention_pairs_time(pairs, model: MoEModel, hw: Hardware, profile: KernelProfile, sm_fraction: float = 1.0):
-    """Prefill core attention of a GPU's batch from its query-key pair count (one varlen launch per part;
-    diagonal-tile waste ignored). pairs: [...] -> [...] seconds."""
+def attention_pairs_time(pairs, model: MoEModel, hw: Hardware, profile: KernelProfile, sm_fraction: float = 1.0,
+                         tokens=0.0):
+    """Prefill core attention of a GPU's batch from its query-key pair count and new ``tokens`` (one varlen
+    launch per part, causal and prefix, each with a work item per query tile and head; diagonal-tile waste
+    ignored). pairs, tokens: [...] -> [...] seconds."""
     p = np.asarray(pairs, dtype=np.float64)
     rate = _attention_rate(model, hw, profile, sm_fraction)
-    return np.where(p > 0, 2 * profile.attention.launch_us * 1e-6 + p * model.core_flops_per_pair("prefill") / rate,
-                    0.0)
+    blocks = 2 * _block_time(np.asarray(tokens, dtype=np.float64) / profile.attention.tile, model, hw, profile,
+                             sm_fraction)
+    return np.where(p > 0, 2 * profile.attention.launch_us * 1e-6 + blocks
+                    + p * model.core_flops_per_pair("prefill") / rate, 0.0)
 
 
 def decode_attention_time(kv_tokens, model: MoEModel, hw: Hardware, profile: KernelProfile):

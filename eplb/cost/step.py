@@ -145,7 +145,7 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     gate = K.gemm_time(tok, m.routed_experts, h, hw, prof, frac, weight_bytes=2.0) if not dense else 0.0
     if dep.phase == "prefill":
         proj = sum(K.gemm_time(tok, n, k, hw, prof, frac) for n, k in gemms)
-        core = K.attention_pairs_time(att, m, hw, prof, frac)
+        core = K.attention_pairs_time(att, m, hw, prof, frac, tok)
         attn0, attn1 = elem_tok + proj, core + gate
     else:
         if m.attention == "mla":
