@@ -51,6 +51,14 @@ def test_cost_options_and_errors(tmp_path, capsys):
     assert 0.7 * base < slow < 0.85 * base
     assert main(["cost", "--phase", "prefill", "--elementwise-scale", "3.3"]) == 0
     assert json.loads(capsys.readouterr().out)["prefill_tokens_per_s_per_node"] < base
+    # a time-to-first-token target shrinks the prefill batch and the fleet plan follows
+    assert main(["cost", "--ttft", "0.3"]) == 0
+    tight = json.loads(capsys.readouterr().out)
+    assert tight["prefill"]["ttft_met"] and tight["prefill"]["time_to_first_token_ms"] <= 300
+    assert tight["prefill"]["deployment"]["tokens_per_gpu"] == tight["prefill"]["tokens_per_gpu"] < 16384
+    assert tight["prefill_tokens_per_s_per_node"] < base
+    assert main(["cost", "--ttft", "-1"]) == 2
+    assert "positive seconds" in capsys.readouterr().err
     assert main(["cost", "--elementwise-scale", "0"]) == 2
     assert "elementwise_scale must be positive" in capsys.readouterr().err
     assert not (tmp_path / "partial.json").exists()

@@ -138,6 +138,27 @@ def test_prefill_throughput_counts_cache_hits():
         prefill_throughput(PRE, cache_hit_rate=1.0)
 
 
+def test_prefill_ttft_target():
+    full = prefill_throughput(PRE)
+    assert full["time_to_first_token_ms"] == pytest.approx(1.5 * full["step_time_ms"])
+    # a loose target keeps the whole batch; tighter ones shrink it, never past the target, and cost throughput
+    assert prefill_throughput(PRE, ttft_s=10.0)["tokens_per_gpu"] == PRE.tokens_per_gpu
+    prev = full
+    for target in (1.0, 0.5, 0.2):
+        r = prefill_throughput(PRE, ttft_s=target)
+        assert r["ttft_met"] and r["time_to_first_token_ms"] <= target * 1e3
+        assert r["tokens_per_gpu"] % 256 == 0 and r["tokens_per_gpu"] < prev["tokens_per_gpu"]
+        assert r["tokens_per_s_per_node"] <= prev["tokens_per_s_per_node"]
+        # the largest such batch: 256 more tokens would miss the target
+        more = prefill_throughput(PRE.with_(tokens_per_gpu=r["tokens_per_gpu"] + 256))
+        assert more["time_to_first_token_ms"] > target * 1e3
+        prev = r
+    tiny = prefill_throughput(PRE, ttft_s=1e-4)
+    assert not tiny["ttft_met"] and tiny["tokens_per_gpu"] == 256
+    with pytest.raises(EplbError, match="positive seconds"):
+        prefill_throughput(PRE, ttft_s=0)
+
+
 def test_other_hardware_and_model():
     h200 = step_time(DEC.with_(hardware="h200"))
     assert h200 < step_time(DEC)  # faster HBM and NVLink-class numbers never slow a step

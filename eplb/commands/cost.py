@@ -32,6 +32,9 @@ def register(sub) -> None:
     g.add_argument("--kernel-version", choices=VERSIONS, default="2025-02",
                    help="snapshot of DeepSeek's published kernel figures (default 2025-02, the published day)")
     g.add_argument("--tokens-per-gpu", type=float, help="prefill: new tokens per GPU per step (default 16384)")
+    g.add_argument("--ttft", type=float, metavar="SECONDS",
+                   help="prefill: time-to-first-token target; runs the most tokens per GPU per step (at most "
+                        "--tokens-per-gpu) whose mean TTFT (1.5 steps) stays within it (default: no target)")
     g.add_argument("--requests-per-gpu", type=float,
                    help="decode: requests per GPU (default: the most that reach --speed)")
     g.add_argument("--speed", type=float, default=21.0, help="decode target tokens/s per user (default 21)")
@@ -160,7 +163,8 @@ def run(args) -> int:
             loads[ph] = _loads_for(args.workload, args.method, ph)
     out = evaluate_day(day, prefill=pre, decode=dec, tokens_per_s_per_user=speed,
                        prefill_loads=loads.get("prefill"), decode_loads=loads.get("decode"),
-                       load_curve=_read_curve(args.load_curve) if args.load_curve else None, phases=phases)
+                       load_curve=_read_curve(args.load_curve) if args.load_curve else None, phases=phases,
+                       ttft_s=args.ttft)
     if args.workload:
         out["expert_loads"] = {"workload": args.workload, "method": args.method}
     if args.requests:

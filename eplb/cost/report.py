@@ -34,10 +34,11 @@ def _ratio(x: float, ref: float) -> float:
 
 def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, decode: Deployment | None = None,
                  tokens_per_s_per_user: float = 21.0, prefill_loads=None, decode_loads=None,
-                 load_curve=None, phases=("prefill", "decode")) -> dict:
+                 load_curve=None, phases=("prefill", "decode"), ttft_s: float | None = None) -> dict:
     """Everything ``eplb cost`` prints. prefill_loads / decode_loads: optional [L, W] per-GPU expert loads
     (e.g. ``eplb.evaluate(placement, loads).gpu_loads``); load_curve: optional ([H] input tokens/s incl.
-    cache hits, [H] output tokens/s) for the fleet plan (default: the published day's hourly curve).
+    cache hits, [H] output tokens/s) for the fleet plan (default: the published day's hourly curve);
+    ttft_s: a prefill time-to-first-token target (see :func:`eplb.cost.prefill_throughput`).
     The top-level ``*_tokens_per_s_per_node`` are capacities at full load; ``day_average`` scales them by
     the published day's load per node relative to its busiest hour, the quantity the published figures are."""
     rev = daily_revenue(day)
@@ -46,7 +47,8 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
            "request_shape": day.request_shape(), "published": dict(PUBLISHED)}
     if "prefill" in phases:
         dep = prefill or published_prefill(day)
-        pt = prefill_throughput(dep, day.cache_hit_rate, prefill_loads)
+        pt = prefill_throughput(dep, day.cache_hit_rate, prefill_loads, ttft_s)
+        dep = dep.with_(tokens_per_gpu=pt["tokens_per_gpu"])
         st = moe_step_time(np.ones((1, dep.num_gpus)) if prefill_loads is None else prefill_loads, dep)
         out["prefill_tokens_per_s_per_node"] = pt["tokens_per_s_per_node"]
         out["prefill"] = {"deployment": dep.to_dict(), **pt, "stages_us_per_micro_batch": layer_stages(dep),

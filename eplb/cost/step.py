@@ -426,20 +426,53 @@ def attention_spread(cached, new) -> float:
     return mix / prefill_pairs_per_token(c.mean(), n.mean())
 
 
-def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=None) -> dict:
+#: Mean time to first token of a prefill unit that is not queueing, in steps: half the step in flight
+#: when the request arrives, then the step that computes it.
+TTFT_STEPS = 1.5
+
+
+def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=None,
+                       ttft_s: float | None = None) -> dict:
     """Prefill throughput: computed tokens per second per GPU and node, and input tokens per second
-    counting cache hits (which ride along with the computed tokens at ``cache_hit_rate`` of the input)."""
+    counting cache hits (which ride along with the computed tokens at ``cache_hit_rate`` of the input).
+
+    ttft_s: a time-to-first-token target; the unit then runs the most new tokens per GPU per step (a
+    multiple of 256, at most ``dep.tokens_per_gpu``) whose mean TTFT (:data:`TTFT_STEPS` steps, for a
+    prompt that fits in one step) stays within it. ``ttft_met`` says whether even 256 tokens do."""
     if not 0 <= cache_hit_rate < 1:
         raise EplbError(f"cache_hit_rate must be in [0, 1), got {cache_hit_rate}")
     loads = np.ones((1, dep.num_gpus)) if gpu_loads is None else gpu_loads
-    st = moe_step_time(loads, dep)
-    computed = dep.tokens_per_gpu / st.step
-    return {"step_time_ms": st.step * 1e3, "balanced_step_time_ms": st.balanced_step * 1e3,
-            "computed_tokens_per_s_per_gpu": computed,
-            "computed_tokens_per_s_per_node": computed * dep.gpus_per_node,
-            "tokens_per_s_per_gpu": computed / (1 - cache_hit_rate),
-            "tokens_per_s_per_node": computed * dep.gpus_per_node / (1 - cache_hit_rate),
-            "time_to_first_token_ms": st.step * 1e3}
+
+    def step(tokens):
+        return moe_step_time(loads, dep.with_(tokens_per_gpu=float(tokens)))
+
+    tokens = dep.tokens_per_gpu
+    if ttft_s is not None:
+        if not np.isfinite(ttft_s) or ttft_s <= 0:
+            raise EplbError(f"the time-to-first-token target must be positive seconds, got {ttft_s}")
+        unit = 256
+        lo, hi = 1, max(1, int(dep.tokens_per_gpu // unit))
+        if TTFT_STEPS * step(hi * unit).step <= ttft_s:
+            lo = hi
+        while hi - lo > 1:  # step time grows with the batch: the largest batch within the target
+            mid = (lo + hi) // 2
+            if TTFT_STEPS * step(mid * unit).step <= ttft_s:
+                lo = mid
+            else:
+                hi = mid
+        tokens = float(lo * unit)
+    st = step(tokens)
+    computed = tokens / st.step
+    out = {"tokens_per_gpu": tokens, "step_time_ms": st.step * 1e3, "balanced_step_time_ms": st.balanced_step * 1e3,
+           "computed_tokens_per_s_per_gpu": computed,
+           "computed_tokens_per_s_per_node": computed * dep.gpus_per_node,
+           "tokens_per_s_per_gpu": computed / (1 - cache_hit_rate),
+           "tokens_per_s_per_node": computed * dep.gpus_per_node / (1 - cache_hit_rate),
+           "time_to_first_token_ms": TTFT_STEPS * st.step * 1e3}
+    if ttft_s is not None:
+        out["ttft_target_ms"] = ttft_s * 1e3
+        out["ttft_met"] = bool(TTFT_STEPS * st.step <= ttft_s)
+    return out
 
 
 def deployment_for(topology, phase: str | None = None, per_gpu: float | None = None, **options) -> Deployment:
