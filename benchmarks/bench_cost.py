@@ -27,7 +27,7 @@ from eplb.cost import (DAY, attention_spread, busiest_hour_utilisation, daily_co
                        model, moe_step_time, prefill_throughput, published_hours)
 from eplb.cost import calibration as cal  # noqa: E402
 from eplb.cost import kernels as K  # noqa: E402
-from eplb.cost.report import PUBLISHED, published_decode, published_prefill  # noqa: E402
+from eplb.cost.report import PUBLISHED, published_decode, published_operating_point, published_prefill  # noqa: E402
 from eplb.cost.traffic import day_shaped, decode_on_trace, prefill_on_trace  # noqa: E402
 from eplb.cost.kernels import deepep_in_trace  # noqa: E402
 from eplb.cost.validation import attention_rows, expert_rows  # noqa: E402
@@ -348,27 +348,27 @@ def operating_point_section(dec) -> list[str]:
     step at that batch (deepseek placement) against the step the published speed implies; the gap, and the
     per-stage overhead that would close it. A diagnostic of what the model does not see, not an input."""
     loads = [_deepseek_loads(w, "decode") for w in traces.workloads() if w.startswith("decode")]
-    per_node = PUBLISHED["decode_tokens_per_s_per_node"]
 
     def step(d):
         return float(np.mean([moe_step_time(g, d).step for g in loads]))
 
     rows = []
     for speed in (20.0, 21.0, 22.0):
-        b = per_node / dec.gpus_per_node / speed
-        d = dec.with_(requests_per_gpu=b)
-        model, target = step(d), 1.0 / speed
+        op = [published_operating_point(dec, speed, g) for g in loads]
+        model, target = np.mean([o["model_step_ms"] for o in op]), op[0]["published_step_ms"]
+        d = dec.with_(requests_per_gpu=op[0]["requests_per_gpu"])
         lo, hi = 0.0, 500.0  # overhead per overlapped stage that brings the model's step to the published one
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if step(d.with_(stage_overhead_us=mid)) < target else (lo, mid)
-        rows.append([f"{speed:.0f}", f"{b:.1f}", f"{model * 1e3:.1f}", f"{target * 1e3:.1f}",
-                     f"{(target - model) * 1e3:.1f}", f"{100 * (1 - model / target):.0f}%", f"{lo:.0f}"])
+            lo, hi = (mid, hi) if step(d.with_(stage_overhead_us=mid)) * 1e3 < target else (lo, mid)
+        rows.append([f"{speed:.0f}", f"{op[0]['requests_per_gpu']:.1f}", f"{model:.1f}", f"{target:.1f}",
+                     f"{target - model:.1f}", f"{100 * (1 - model / target):.0f}%", f"{lo:.0f}"])
     return ["### The published decode operating point", "",
             "Decode throughput is running requests x per-user speed at any load, so the published 14.8k tokens/s "
             "per node at 20-22 tokens/s per user fixes the requests per GPU. At that batch (deepseek placement, "
             "mean KV 4,989) the model's step is shorter than the published speed implies: the time below is "
-            "what the model does not see at DeepSeek's own operating point (a diagnostic, not used anywhere).", "",
+            "what the model does not see at DeepSeek's own operating point (a diagnostic, not an input; "
+            "`eplb cost` prints it as `decode.published_operating_point`).", "",
             table(["tokens/s per user", "requests per GPU", "model step ms", "published step ms", "missing ms",
                    "share of the step", "us per overlapped stage that would close it"], rows)]
 

@@ -26,6 +26,12 @@ def test_cost_without_arguments(capsys):
     assert avg["prefill_tokens_per_s_per_node"] == pytest.approx(
         out["prefill_tokens_per_s_per_node"] * avg["busiest_hour_utilisation"])
     assert avg["decode_vs_published"] == pytest.approx(avg["decode_tokens_per_s_per_node"] / 14.8e3)
+    # the published decode figures as an operating point: 14.8k / 8 GPUs / 21 tokens/s = 88.1 requests per GPU
+    op = out["decode"]["published_operating_point"]
+    assert op["requests_per_gpu"] == pytest.approx(14.8e3 / 8 / 21)
+    assert op["published_step_ms"] == pytest.approx(1e3 / 21)
+    assert op["missing_ms"] == pytest.approx(op["published_step_ms"] - op["model_step_ms"])
+    assert 0 < op["model_step_ms"] < out["decode"]["step_time_ms"]  # fewer requests than the capacity runs
 
 
 def test_cost_options_and_errors(tmp_path, capsys):

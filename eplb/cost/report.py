@@ -8,8 +8,9 @@ from eplb.cost.economics import (DAY, PublishedDay, busiest_hour_utilisation, da
                                  hourly_load, margin, published_hours)
 from eplb.cost.step import (DEPLOYMENTS, Deployment, decode_throughput, layer_stages, moe_step_time,
                             prefill_throughput)
+from eplb.errors import EplbError
 
-__all__ = ["PUBLISHED", "published_prefill", "published_decode", "evaluate_day"]
+__all__ = ["PUBLISHED", "published_prefill", "published_decode", "published_operating_point", "evaluate_day"]
 
 #: DeepSeek's published day averages per H800 node (Day-6 overview).
 PUBLISHED = {"prefill_tokens_per_s_per_node": 73.7e3, "decode_tokens_per_s_per_node": 14.8e3,
@@ -26,6 +27,24 @@ def published_prefill(day: PublishedDay = DAY, **changes) -> Deployment:
 def published_decode(day: PublishedDay = DAY, **changes) -> Deployment:
     """The decode unit at the day's mean KV length per output token."""
     return DEPLOYMENTS["deepseek-v3-decode"].with_(kv_len=day.kv_len_per_output_token, **changes)
+
+
+def published_operating_point(dep: Deployment | None = None, tokens_per_s_per_user: float = 21.0,
+                              gpu_loads=None) -> dict:
+    """DeepSeek's decode figures read as an operating point. Decode throughput is running requests x
+    per-user speed at any load, so the published tokens/s per node at ``tokens_per_s_per_user`` fixes the
+    requests per GPU; the model's step at that batch (``gpu_loads`` [L, W], default balanced) against the
+    step the speed implies. ``missing_ms`` > 0 is step time the model does not see at that point."""
+    dep = dep or published_decode()
+    if tokens_per_s_per_user <= 0:
+        raise EplbError(f"tokens_per_s_per_user must be positive, got {tokens_per_s_per_user}")
+    b = PUBLISHED["decode_tokens_per_s_per_node"] / dep.gpus_per_node / tokens_per_s_per_user
+    loads = np.ones((1, dep.num_gpus)) if gpu_loads is None else gpu_loads
+    model = moe_step_time(loads, dep.with_(requests_per_gpu=b)).step
+    implied = dep.mtp_tokens / tokens_per_s_per_user
+    return {"tokens_per_s_per_user": tokens_per_s_per_user, "requests_per_gpu": b, "model_step_ms": model * 1e3,
+            "published_step_ms": implied * 1e3, "missing_ms": (implied - model) * 1e3,
+            "missing_share": 1.0 - model / implied}
 
 
 def _ratio(x: float, ref: float) -> float:
@@ -62,7 +81,9 @@ def evaluate_day(day: PublishedDay = DAY, *, prefill: Deployment | None = None, 
         out["decode_tokens_per_s_per_node"] = dt["tokens_per_s_per_node"]
         out["decode"] = {"deployment": at.to_dict(), "target_tokens_per_s_per_user": tokens_per_s_per_user, **dt,
                          "stages_us_per_micro_batch": layer_stages(at), "moe": st.summary(),
-                         "vs_published": _ratio(dt["tokens_per_s_per_node"], PUBLISHED["decode_tokens_per_s_per_node"])}
+                         "vs_published": _ratio(dt["tokens_per_s_per_node"], PUBLISHED["decode_tokens_per_s_per_node"]),
+                         "published_operating_point": published_operating_point(dep, tokens_per_s_per_user or 21.0,
+                                                                                 decode_loads)}
     hours = published_hours()
     # day averages: capacity x the load per node of the published day relative to its busiest hour
     u = busiest_hour_utilisation(hours["income_usd"], hours["nodes"])
