@@ -30,7 +30,7 @@ from eplb.cost import kernels as K  # noqa: E402
 from eplb.cost.report import PUBLISHED, published_decode, published_operating_point, published_prefill  # noqa: E402
 from eplb.cost.traffic import day_shaped, decode_on_trace, prefill_on_trace  # noqa: E402
 from eplb.cost.kernels import deepep_in_trace  # noqa: E402
-from eplb.cost.validation import attention_rows, expert_rows  # noqa: E402
+from eplb.cost.validation import attention_rows, elementwise_in_trace, expert_rows  # noqa: E402
 
 #: The pessimistic sourced terms stacked in the variant rows (element-wise scale added where used):
 #: a third-party 20 us per overlapped stage and DeepEP as fast as inside DeepSeek's H800 trace.
@@ -103,7 +103,7 @@ def kernel_section() -> list[str]:
               "EP64, 4096 tokens/GPU, 112 SMs for compute while DeepEP holds 20; its GEMMs are the older "
               "CUTLASS-based kernels DeepGEMM reports 1.1-1.4x speedups over).", ""]
     rows_x = [[k, f"{meas[k]:.1f}", f"{pred[k] * 1e6:.1f}", f"{pred[k] * 1e6 / meas[k]:.2f}"] for k in meas]
-    tr, mo, _ = trace_elementwise_ratio()
+    tr, mo, _ = elementwise_in_trace()
     rows_x.append(["non-GEMM kernels (norms, casts, transposes, RoPE, permutes, SwiGLU)", f"{tr:.1f}", f"{mo:.1f}",
                    f"{mo / tr:.2f}"])
     lines.append(table(["component", "trace us (mean)", "model us", "model / trace"], rows_x))
@@ -151,22 +151,6 @@ def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:
     return work.reshape(-1, work.shape[-1]).astype(np.float64)
 
 
-def trace_elementwise_ratio() -> tuple[float, float, float]:
-    """Non-GEMM kernel time of DeepSeek's H800 training forward (per layer, 4096 tokens, 32768 routed pairs)
-    against the model's element-wise estimate for the same work: (trace us, model us, ratio)."""
-    from eplb.cost.step import ACT_BYTES_PER_PAIR, ACT_BYTES_PER_TOKEN
-
-    rows = cal.read_csv("h800_train_forward_per_layer.csv")
-    non_gemm = ("norm", "FP8 cast", "attn other", "rotary", "permute", "SwiGLU", "mlp other")
-    trace = sum(float(r["mean_us"]) for r in rows
-                if r["stage"] in ("attn(F)", "mlp(F)") and any(k in r["component"] for k in non_gemm)
-                and "GEMM" not in r["component"] and "topk" not in r["component"])
-    h800 = hardware("h800")
-    mod = float(K.elementwise_time(4096 * ACT_BYTES_PER_TOKEN * 7168 + 32768 * (ACT_BYTES_PER_PAIR * 7168 + 5 * 2048)
-                                   + 4096 * 5 * 2048, h800)) * 1e6
-    return trace, mod, trace / mod
-
-
 def named_traces(folder: Path) -> list:
     """(name, Requests) for every request trace in ``folder`` (the shared data folder beside the checkout),
     else the bundled Mooncake trace. Traces without prefix information read with no cached prefix."""
@@ -206,7 +190,7 @@ def hourly_lines(pre_cap: float, dec_cap: float, hours: dict) -> list[str]:
 
 def throughput_section(traces_folder: Path) -> list[str]:
     hit = DAY.cache_hit_rate
-    EW = trace_elementwise_ratio()[2]
+    EW = elementwise_in_trace()[2]
     TR = deepep_in_trace()
     pre = published_prefill()
     dec = published_decode()

@@ -161,3 +161,15 @@ def test_kernel_times_grow_with_work(tokens, factor, name):
     assert g2 >= g1 > 0
     p1 = K.prefill_attention_time(tokens, 100.0, m, hw, prof)
     assert K.prefill_attention_time(tokens * factor, 100.0, m, hw, prof) >= p1 > 0
+
+
+def test_elementwise_in_trace_sums_the_non_gemm_rows():
+    from eplb.cost.validation import elementwise_in_trace
+
+    trace, model_us, ratio = elementwise_in_trace()
+    # norm, FP8 casts (attn and mlp), attn other, rotary, permute, SwiGLU, mlp other
+    parts = (269.2, 463.5, 404.8, 127.5, 910.2, 160.2, 31.5, 207.0)
+    assert trace == pytest.approx(sum(parts)) and ratio == pytest.approx(trace / model_us)
+    assert cal.trace_forward_us("attn(F)", "rotary") == 127.5
+    with pytest.raises(EplbError, match="expected one"):
+        cal.trace_forward_us("attn(F)", "GEMM")

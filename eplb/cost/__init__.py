@@ -5,14 +5,14 @@ from eplb.cost.economics import (DAY, PublishedDay, busiest_hour_utilisation, da
                                  hourly_load, margin, published_hours)
 from eplb.cost.kernels import KernelProfile, kernel_profile
 from eplb.cost.specs import HARDWARE, MODELS, Hardware, MoEModel, hardware, model
-from eplb.cost.step import (DEPLOYMENTS, Deployment, StepTime, attention_spread, decode_rank_time, decode_throughput, deployment,
-                            deployment_for,
-                            hbm_max_requests, layer_stages, moe_step_time, per_step_moe_time, prefill_pairs_per_token,
-                            prefill_rank_time,
-                            prefill_throughput,
+from eplb.cost.step import (DEPLOYMENTS, Deployment, StepTime, attention_spread, decode_rank_time, decode_throughput,
+                            deployment, deployment_for, hbm_max_requests, layer_stages, moe_step_time,
+                            per_step_moe_time, prefill_pairs_per_token, prefill_rank_time, prefill_throughput,
                             step_time)
 
-__all__ = ["DAY", "attention_spread", "DEPLOYMENTS", "Deployment", "HARDWARE", "Hardware", "KernelProfile", "MODELS", "MoEModel",
-           "PublishedDay", "StepTime", "busiest_hour_utilisation", "daily_cost", "daily_revenue", "decode_rank_time", "decode_throughput",
-           "deployment", "deployment_for", "fleet_plan", "hardware", "hbm_max_requests", "hourly_load", "kernel_profile", "layer_stages", "margin",
-           "model", "moe_step_time", "per_step_moe_time", "prefill_pairs_per_token", "prefill_rank_time", "prefill_throughput", "published_hours", "step_time"]
+__all__ = ["DAY", "DEPLOYMENTS", "Deployment", "HARDWARE", "Hardware", "KernelProfile", "MODELS", "MoEModel",
+           "PublishedDay", "StepTime", "attention_spread", "busiest_hour_utilisation", "daily_cost", "daily_revenue",
+           "decode_rank_time", "decode_throughput", "deployment", "deployment_for", "fleet_plan", "hardware",
+           "hbm_max_requests", "hourly_load", "kernel_profile", "layer_stages", "margin", "model", "moe_step_time",
+           "per_step_moe_time", "prefill_pairs_per_token", "prefill_rank_time", "prefill_throughput",
+           "published_hours", "step_time"]

@@ -22,7 +22,7 @@ import numpy as np
 from eplb.errors import EplbError
 
 __all__ = ["Roofline", "AttentionCurve", "read_csv", "fit_expert_h200", "fit_expert_deepgemm", "fit_dense_deepgemm",
-           "fit_attention", "deepgemm_rows", "VERSIONS"]
+           "fit_attention", "deepgemm_rows", "trace_forward_us", "VERSIONS"]
 
 #: Kernel-library snapshots with published H800 figures; "2025-02" matches the published serving day.
 VERSIONS = ("2025-02", "2025-04")
@@ -36,6 +36,16 @@ def read_csv(name: str) -> list[dict]:
     """Rows of a bundled CSV in ``eplb/cost/data`` as dicts of strings."""
     with resources.files("eplb.cost").joinpath("data/" + name).open("r", encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def trace_forward_us(stage: str, key: str) -> float:
+    """Mean microseconds per layer of the one row of DeepSeek's H800 training-forward trace
+    (``h800_train_forward_per_layer.csv``) in ``stage`` whose component contains ``key``."""
+    hits = [float(r["mean_us"]) for r in read_csv("h800_train_forward_per_layer.csv")
+            if r["stage"] == stage and key in r["component"]]
+    if len(hits) != 1:
+        raise EplbError(f"h800_train_forward_per_layer.csv: expected one {stage} row with {key!r}, found {len(hits)}")
+    return hits[0]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ day/night plan (nodes needed per hour for a load curve).
 
 Published figures (DeepSeek Day-6 inference-system overview, 24 h from 2025-02-27 12:00 UTC+8): average
 226.75 nodes of 8 H800 (peak 278), $2 per GPU-hour, 608B input tokens of which 342B hit the on-disk KV
-cache, 168B output tokens, R1 prices $0.14 / $0.55 / $2.19 per million (hit / miss / output). The overview's two hourly figures (node
-count, theoretical income) are bundled as ``data/deepseek_day_hourly.csv`` (how they were read: SOURCES.md).
+cache, 168B output tokens, R1 prices $0.14 / $0.55 / $2.19 per million (hit / miss / output). The
+overview's two hourly figures (node count, theoretical income) are bundled as ``data/deepseek_day_hourly.csv``
+(how they were read: SOURCES.md).
 """
 from __future__ import annotations
 
@@ -117,8 +118,6 @@ def fleet_plan(input_tokens_per_s, output_tokens_per_s, prefill_tokens_per_s_per
     return {"hours": hours, "prefill_nodes": pre.tolist(), "decode_nodes": dec.tolist(), "nodes": total.tolist(),
             "peak_nodes": int(total.max()), "average_nodes": float(total.mean()), "node_hours_per_day": node_hours,
             "cost_per_day_usd": node_hours * gpus_per_node * gpu_hour_usd}
-
-
 
 
 def published_hours() -> dict:

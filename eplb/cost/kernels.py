@@ -196,14 +196,7 @@ def deepep_in_trace() -> dict:
     before moving data (dispatch: layout + notify; combine: cached notify), in microseconds."""
     from eplb.cost.specs import model as get_model
 
-    rows = {(r["stage"], r["component"]): float(r["mean_us"]) for r in cal.read_csv("h800_train_forward_per_layer.csv")}
-
-    def us(stage, key):
-        hits = [v for (s, c), v in rows.items() if s == stage and key in c]
-        if len(hits) != 1:
-            raise EplbError(f"h800_train_forward_per_layer.csv: expected one {stage} row with {key!r}")
-        return hits[0]
-
+    us = cal.trace_forward_us
     m = get_model("deepseek-v3")
     units = _TRACE_TOKENS * nodes_touched(_TRACE_NODES, m)
     eps, disp, comb_ = _deepep_table("normal", "2025-02")

@@ -43,3 +43,18 @@ def attention_rows() -> list[dict]:
         out.append({"new_tokens": int(n), "prefix": int(pre), "measured_us": meas, "predicted_us": pred,
                     "error": pred / meas - 1})
     return out
+
+
+def elementwise_in_trace() -> tuple[float, float, float]:
+    """Non-GEMM kernel time of DeepSeek's H800 training forward (per layer, 4096 tokens, 32768 routed pairs)
+    against the model's element-wise estimate for the same work: (trace us, model us, ratio). The ratio
+    is the ``elementwise_scale`` of the "as slow as in the trace" reading."""
+    from eplb.cost.step import ACT_BYTES_PER_PAIR, ACT_BYTES_PER_TOKEN
+
+    non_gemm = ("norm", "FP8 cast", "attn other", "rotary", "permute", "SwiGLU", "mlp other")
+    trace = sum(float(r["mean_us"]) for r in cal.read_csv("h800_train_forward_per_layer.csv")
+                if r["stage"] in ("attn(F)", "mlp(F)") and any(k in r["component"] for k in non_gemm)
+                and "GEMM" not in r["component"] and "topk" not in r["component"])
+    mod = float(K.elementwise_time(4096 * ACT_BYTES_PER_TOKEN * 7168 + 32768 * (ACT_BYTES_PER_PAIR * 7168 + 5 * 2048)
+                                   + 4096 * 5 * 2048, hardware("h800"))) * 1e6
+    return trace, mod, trace / mod
