@@ -362,16 +362,17 @@ def summary_section(checks, ranks_list):
     README.md and docs/dp.md quote."""
     splits = [sp for sp in ("held-out", "tuning") if any(c[1] == sp for c in checks)]
     names = {sp: sorted({c[0] for c in checks if c[1] == sp}) for sp in splits}
-    cols = [(sp, D) for sp in splits for D in ranks_list]
+    cols = [(sp, D) for sp in splits for D in tuple(ranks_list) + (None,)]   # None: every rank count
     lines = ["## By split", "",
              "Ranges over the traces of each split (and, for decode, over loads 0.9 and 0.7). "
              + "; ".join(f"{sp}: {', '.join(names[sp])}" for sp in splits) + ". The constants of `balanced` "
              "(attention target 1.6, first chunk 5120 tokens, the balance gate's slacks and waits) and the "
              "default KV capacity (524288 tokens) were set while looking at the tuning traces only.", "",
-             "| claim | " + " | ".join(f"{sp}, {D} ranks" for sp, D in cols) + " |",
+             "| claim | " + " | ".join(f"{sp}, {D} ranks" if D else f"{sp}, all" for sp, D in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for key, what, kind in SUMMARY:
-        cells = [_range([c[5] for c in checks if c[7] == key and c[1] == sp and c[2] == D], kind) for sp, D in cols]
+        cells = [_range([c[5] for c in checks if c[7] == key and c[1] == sp and D in (None, c[2])], kind)
+                 for sp, D in cols]
         lines.append(f"| {what} | " + " | ".join(cells) + " |")
     met = {sp: [c for c in checks if c[1] == sp and c[6] is not None] for sp in splits}
     lines += ["", "Targets met: " + "; ".join(f"{sp} {sum(c[6] for c in met[sp])} of {len(met[sp])}"
