@@ -1,10 +1,18 @@
 """DP request balancing, side by side: engine baselines and ours on real request traces.
 
-Runs every policy with identical inputs on each trace in a folder (default: the project's shared
-request traces if present, else the bundled Mooncake trace) at 8 and 32 ranks, prefill and decode,
-prints the tables and writes benchmarks/results/bench_dp.md. Also times the routing decisions.
+Runs every policy with identical inputs on each trace at 8 and 32 ranks, prefill and decode, prints
+the tables and writes benchmarks/results/bench_dp.md. Also times the routing decisions.
 
-    PYTHONPATH=. python benchmarks/bench_dp.py [--traces DIR] [--quick]
+Traces come in two splits, named on every row:
+
+- tuning: the traces in a folder (default: the project's shared request traces beside the checkout,
+  else the bundled Mooncake synthetic trace). The constants of ``balanced`` (attention target 1.6,
+  first chunk 5120 tokens, the balance gate's slacks and waits) and the default KV capacity were set
+  while looking at these.
+- held-out: traces no constant was set on (default: the bundled Mooncake conversation trace; more
+  files or bundled names with ``--held-out``).
+
+    PYTHONPATH=. python benchmarks/bench_dp.py [--traces DIR] [--held-out FILE_OR_NAME ...] [--quick]
 
 From a git worktree other than the main checkout, pass --traces /work/shared/data/requests (the
 default looks for ../shared/data/requests beside the checkout).
@@ -26,12 +34,14 @@ from eplb.cost import decode_rank_time, prefill_rank_time  # noqa: E402
 from eplb.dp import DEFAULTS, Batch, RankState, make_policy, max_over_mean, simulate  # noqa: E402
 from eplb.dp.policies import BASELINES  # noqa: E402
 from solvers.assign import greedy_assign  # noqa: E402
-from traces.requests import load_bundled_requests, read_requests  # noqa: E402
+from traces.requests import load_bundled_requests, open_requests, read_requests  # noqa: E402
 
 PREFILL_POLICIES = BASELINES + ("balanced_online", "balanced")
 DECODE_POLICIES = BASELINES + ("balanced",)
 MIN_REQUESTS = 10_000
 DECODE_LOADS = (0.9, 0.7)  # shorter traces are repeated back to back up to this many requests
+HELD_OUT = ("mooncake_conversation",)  # bundled traces no constant of eplb.dp was set on
+NO_TARGET = "balanced, no attention target"  # balanced prefill with attention_balance 0
 
 
 def _fmt(d):
@@ -73,26 +83,31 @@ def _decode_extras(res):
             "batch_measured": float(rq.mean()) if rq.size else 0.0}
 
 
-def run_traces(paths, ranks_list, quick):
+def run_traces(sources, ranks_list, quick):
+    """sources: [(path, bundled name or None for the default bundled trace, split)]."""
     lines = []
     checks = []
-    for path in paths:
-        reqs = read_requests(path) if path else load_bundled_requests()
+    for path, split in sources:
+        reqs = open_requests(path) if path else load_bundled_requests()
         copies = max(1, int(np.ceil(MIN_REQUESTS / len(reqs))))
         if quick:
             reqs, copies = reqs.head(1500), 1
         reqs = reqs.tile(copies)
         s = reqs.summary()
-        lines.append(f"\n### {s['name']}\n")
+        lines.append(f"\n### {s['name']} ({split})\n")
         lines.append(f"{s['requests']} requests (trace repeated {copies}x), mean input {s['mean_input']:.0f}, "
                      f"mean new {s['mean_new']:.0f} (prefix-cache hits {100 * s['cache_hit_fraction']:.1f}%), "
                      f"mean output {s['mean_output']:.0f}; arrivals: "
                      f"{'trace timestamps' if reqs.has_timestamps else 'Poisson (seed 0)'}.\n")
         for D in ranks_list:
             rows = {}
-            for pol in PREFILL_POLICIES:
+            for pol in PREFILL_POLICIES + (NO_TARGET,):
                 t0 = time.perf_counter()
-                res = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time)
+                if pol == NO_TARGET:
+                    res = simulate(reqs, D, "prefill", "balanced", cost_model=prefill_rank_time,
+                                   policy_options={"attention_balance": 0})
+                else:
+                    res = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time)
                 rows[pol] = res.summary()
                 rows[pol]["wall"] = time.perf_counter() - t0
                 old = res.info["loaded_total"]
@@ -117,15 +132,20 @@ def run_traces(paths, ranks_list, quick):
             for axis in ("tokens", "attention"):
                 for stat in ("mean", "p99"):
                     cut = _excess_cut(ours[f"{axis}_max_over_mean"][stat], rr[f"{axis}_max_over_mean"][stat])
-                    checks.append((s["name"], D, "prefill", f"{axis} {stat}: excess cut vs round robin",
-                                   cut, cut >= 0.5))
-            checks.append((s["name"], D, "prefill", "TTFT p99 balanced <= round robin (difference, steps)",
+                    checks.append((s["name"], split, D, "prefill", f"{axis} {stat}: excess cut vs round robin",
+                                   cut, cut >= 0.5, f"{axis}_{stat}_cut"))
+            checks.append((s["name"], split, D, "prefill", "TTFT p99 balanced <= round robin (difference, steps)",
                            ours["ttft_steps"]["p99"] - rr["ttft_steps"]["p99"],
-                           ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"]))
-            checks.append((s["name"], D, "prefill", "throughput: steps to finish, balanced minus round robin "
-                           f"(round robin {rr['steps']})", ours["steps"] - rr["steps"], None))
-            checks.append((s["name"], D, "prefill", "modelled H800 seconds, balanced / round robin",
-                           ours["seconds"] / rr["seconds"], None))
+                           ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"], "ttft_p99_diff"))
+            checks.append((s["name"], split, D, "prefill", "TTFT p50, balanced minus round robin (steps; round robin "
+                           f"{rr['ttft_steps']['p50']:.0f})", ours["ttft_steps"]["p50"] - rr["ttft_steps"]["p50"],
+                           None, "ttft_p50_diff"))
+            checks.append((s["name"], split, D, "prefill", "throughput: steps to finish, balanced minus round robin "
+                           f"(round robin {rr['steps']})", ours["steps"] - rr["steps"], None, "steps_diff"))
+            checks.append((s["name"], split, D, "prefill", "modelled H800 seconds, balanced / round robin",
+                           ours["seconds"] / rr["seconds"], None, "seconds_ratio"))
+            checks.append((s["name"], split, D, "prefill", "TTFT p99 in modelled H800 seconds, balanced / round robin",
+                           ours["ttft_s"] / rr["ttft_s"], None, "ttft_s_ratio"))
             for load in DECODE_LOADS:
                 rows = {}
                 for pol in DECODE_POLICIES:
@@ -151,9 +171,17 @@ def run_traces(paths, ranks_list, quick):
                     v = ours[f"{axis}_max_over_mean"]["mean"]
                     best = min(rows[b][f"{axis}_max_over_mean"]["mean"] for b in BASELINES)
                     fl = ours["floor_kv" if axis == "kv" else "floor_req"]
-                    checks.append((s["name"], D, f"decode {load}",
+                    checks.append((s["name"], split, D, f"decode {load}",
                                    f"{axis} time-averaged max/mean <= 1.05 (best baseline {best:.3f}, floor {fl:.3f})",
-                                   v, v <= 1.05))
+                                   v, v <= 1.05, f"{axis}_balance"))
+                    checks.append((s["name"], split, D, f"decode {load}", f"{axis} best baseline max/mean", best,
+                                   None, f"{axis}_best_baseline"))
+                checks.append((s["name"], split, D, f"decode {load}", "TTFT p99 balanced (steps; baselines "
+                               f"{min(rows[b]['ttft_steps']['p99'] for b in BASELINES):.0f}-"
+                               f"{max(rows[b]['ttft_steps']['p99'] for b in BASELINES):.0f})",
+                               ours["ttft_steps"]["p99"], None, "decode_ttft_p99"))
+                checks.append((s["name"], split, D, f"decode {load}", "TTFT p99, baselines (steps, largest)",
+                               max(rows[b]["ttft_steps"]["p99"] for b in BASELINES), None, "decode_ttft_p99_baselines"))
     return lines, checks
 
 
@@ -300,10 +328,64 @@ def timing(quick):
     return out
 
 
+SUMMARY = (  # (key, what, format of one value)
+    ("tokens_mean_cut", "prefill tokens max/mean, mean: excess cut vs round robin", "pct"),
+    ("tokens_p99_cut", "prefill tokens max/mean, p99: excess cut vs round robin", "pct"),
+    ("attention_mean_cut", "prefill attention max/mean, mean: excess cut vs round robin", "pct"),
+    ("attention_p99_cut", "prefill attention max/mean, p99: excess cut vs round robin", "pct"),
+    ("ttft_p50_diff", "prefill TTFT p50, balanced minus round robin (steps)", "int"),
+    ("ttft_p99_diff", "prefill TTFT p99, balanced minus round robin (steps)", "int"),
+    ("steps_diff", "prefill steps to finish, balanced minus round robin", "int"),
+    ("seconds_ratio", "prefill modelled H800 seconds, balanced / round robin", "ratio"),
+    ("ttft_s_ratio", "prefill TTFT p99 in modelled H800 seconds, balanced / round robin", "ratio"),
+    ("kv_balance", "decode KV max/mean, balanced (loads 0.9 and 0.7)", "x3"),
+    ("requests_balance", "decode requests max/mean, balanced", "x3"),
+    ("kv_best_baseline", "decode KV max/mean, best baseline", "x3"),
+    ("decode_ttft_p99", "decode TTFT p99, balanced (steps)", "int"),
+    ("decode_ttft_p99_baselines", "decode TTFT p99, worst baseline (steps)", "int"),
+)
+
+
+def _value(v, kind):
+    return {"pct": f"{100 * v:.0f}%", "int": f"{v:.0f}", "ratio": f"{v:.2f}", "x3": f"{v:.3f}"}[kind]
+
+
+def _range(vals, kind):
+    if not vals:
+        return "-"
+    lo, hi = _value(min(vals), kind), _value(max(vals), kind)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def summary_section(checks, ranks_list):
+    """The headline claims as ranges over the traces of each split, per rank count: the numbers that
+    README.md and docs/dp.md quote."""
+    splits = [sp for sp in ("held-out", "tuning") if any(c[1] == sp for c in checks)]
+    names = {sp: sorted({c[0] for c in checks if c[1] == sp}) for sp in splits}
+    cols = [(sp, D) for sp in splits for D in tuple(ranks_list) + (None,)]   # None: every rank count
+    lines = ["## By split", "",
+             "Ranges over the traces of each split (and, for decode, over loads 0.9 and 0.7). "
+             + "; ".join(f"{sp}: {', '.join(names[sp])}" for sp in splits) + ". The constants of `balanced` "
+             "(attention target 1.6, first chunk 5120 tokens, the balance gate's slacks and waits) and the "
+             "default KV capacity (524288 tokens) were set while looking at the tuning traces only.", "",
+             "| claim | " + " | ".join(f"{sp}, {D} ranks" if D else f"{sp}, all" for sp, D in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for key, what, kind in SUMMARY:
+        cells = [_range([c[5] for c in checks if c[7] == key and c[1] == sp and D in (None, c[2])], kind)
+                 for sp, D in cols]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    met = {sp: [c for c in checks if c[1] == sp and c[6] is not None] for sp in splits}
+    lines += ["", "Targets met: " + "; ".join(f"{sp} {sum(c[6] for c in met[sp])} of {len(met[sp])}"
+                                             for sp in splits) + ".", ""]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--traces", default=str(ROOT.parent / "shared" / "data" / "requests"),
-                    help="folder of request traces (default: the shared data folder beside the checkout)")
+                    help="folder of the tuning request traces (default: the shared data folder beside the checkout)")
+    ap.add_argument("--held-out", nargs="*", default=list(HELD_OUT), metavar="TRACE",
+                    help="held-out traces: files or bundled names (default: %(default)s)")
     ap.add_argument("--quick", action="store_true", help="1,500 requests per trace, no repeats")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_dp.md"))
     args = ap.parse_args()
@@ -313,29 +395,37 @@ def main():
         print(f"no request traces in {folder}: running the bundled Mooncake trace only "
               f"(pass --traces DIR for the full table)", file=sys.stderr)
         paths = [None]
+    sources = [(p, "tuning") for p in paths] + [(h, "held-out") for h in args.held_out]
     t0 = time.perf_counter()
-    lines, checks = run_traces(paths, (8, 32), args.quick)
+    lines, checks = run_traces(sources, (8, 32), args.quick)
     times = timing(args.quick)
     lines += attention_budget_section(args.quick)
     lines += batch_exact(args.quick)
     doc = ["# DP request balancing: baselines and ours, side by side", "",
            "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py --traces <shared data>/requests` "
            f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - t0:.0f} s). Every policy sees the same "
-           "requests, arrival steps and limits in one run; same seed, same numbers. Metric definitions: "
+           "requests, arrival steps and limits in one run; same seed, same numbers. Every trace is either a "
+           "*tuning* trace (the constants of `balanced` were set while looking at it) or *held-out* (no constant "
+           "was set on it); each row names its split. Metric definitions: "
            "docs/dp.md and `eplb/dp/simulator.py`. Prefill headline numbers count *loaded steps* (steps that "
            "start with at least D x budget prompt tokens a perfect router could spread: tokens of requests not "
            "started anywhere plus, per rank, at most one budget of the requests it has started, since a request "
            "stays on its rank); the column *old loaded steps* counts every outstanding token instead (the "
-           "earlier definition), *all busy steps* every step in which some rank works. Decode numbers count the "
+           "earlier definition), *all busy steps* every step in which some rank works. The prefill row "
+           f"*{NO_TARGET}* is `balanced` with `attention_balance` 0 (late binding, plain token-budget chunks). "
+           "Decode numbers count the "
            "steps of the arrival window (first to last arrival) after a warm-up of one mean output length; the "
            "floor is the time-averaged max(1, largest running request's KV / mean KV) (KV) and ceil(n/D)/(n/D) "
            "(requests), which no assignment of a step's running requests can beat. Decode `load` is the offered "
            "fraction of the binding resource (batch slots or KV, by Little's law); the measured KV use and batch "
-           "columns show which binds.", "",
-           "## Targets", "",
-           "| trace | ranks | phase | check | value | met |", "|---|---|---|---|---|---|"]
-    for name, D, phase, what, val, ok in checks:
-        doc.append(f"| {name} | {D} | {phase} | {what} | {val:.3f} | {'info' if ok is None else 'yes' if ok else 'NO'} |")
+           "columns show which binds.", ""]
+    doc += summary_section(checks, (8, 32))
+    doc += ["## Targets", "",
+            "| trace | split | ranks | phase | check | value | met |", "|---|---|---|---|---|---|---|"]
+    order = {"held-out": 0, "tuning": 1}
+    for name, split, D, phase, what, val, ok, _ in sorted(checks, key=lambda c: order[c[1]]):
+        doc.append(f"| {name} | {split} | {D} | {phase} | {what} | {val:.3f} | "
+                   f"{'info' if ok is None else 'yes' if ok else 'NO'} |")
     doc += ["", "## Results"] + lines
     doc += ["", f"## Decision time (this machine, Python + numpy; load average {os.getloadavg()[0]:.1f} on "
                 f"{os.cpu_count()} cores while measuring)", "",

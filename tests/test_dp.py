@@ -347,3 +347,15 @@ def test_cli_balanced_options(capsys):
     assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False,
                                            "balance_gate": False}
     assert main(["dp", "--limit", "200", "--min-chunk", "0"]) == 2
+
+
+def test_decode_measured_steps_skip_the_warm_up():
+    # docs/dp.md: decode balance counts the arrival window less a warm-up of one mean output length
+    reqs = load_bundled_requests(limit=400)
+    res = simulate(reqs, 4, "decode", "balanced", load=0.7)
+    warm = res.info["warmup_steps"]
+    assert warm == int(np.ceil(reqs.output_len.mean())) > 0
+    first = res.arrival_step.min()
+    assert np.array_equal(res.measured, res.window & (res.step >= first + warm))
+    assert res.window[res.step < first + warm].any() and not res.measured[res.step < first + warm].any()
+    assert res.balance("kv")["steps"] == int(res.measured.sum())
