@@ -64,7 +64,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
 
 @register("auto", "the best plan within the time budget, never worse than deepseek on any layer (default)")
 def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float | None = None,
-         time_limit: float | None = None, tie_order: str = "auto", **_) -> PolicyOutput:
+         time_limit: float | None = None, tie_order: str = "auto") -> PolicyOutput:
     phy2log, info = auto_plan(loads, topology, time_limit=time_limit, tie_order=tie_order)
     fresh = PolicyOutput(phy2log, info=info)
     if previous is None:

@@ -255,7 +255,7 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
 def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps: int = 32,
                    tokens_per_step: int | None = None, tokens_per_request: int = 1024,
                    request_concentration: float = 0.5, kappa: float = 1.0, step_slack: float = 1e-4,
-                   search: bool = True, seed: int = 0, time_limit: float = 30.0, **_) -> PolicyOutput:
+                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
     """loads: [L, E]. steps: optional per-step loads [S, L, E] for the local search; by default
     ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in requests of
     ``tokens_per_request`` are sampled from the loads. kappa: replica counts are planned on

@@ -189,7 +189,7 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
 
 @register("node-aware", "balances GPUs while keeping co-selected experts on one node; knob cross_node_budget")
 def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float = 0.05, seed: int = 0,
-               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0, **_) -> PolicyOutput:
+               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0) -> PolicyOutput:
     """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
     token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
     experts [L, T, K] of real routed tokens for the co-activation (default: a sample of

@@ -94,7 +94,7 @@ def _improve(step_loads: np.ndarray, phy2log: np.ndarray, topology: Topology, ob
 @register("robust", "plans against sampled per-step loads: minimizes the expected (or p95) per-step max/mean")
 def robust(loads: np.ndarray, topology: Topology, objective: str = "mean", steps=None, num_steps: int = 64,
            tokens_per_step: int | None = None, tokens_per_request: int = 1024, request_concentration: float = 0.5,
-           base: str = "deepseek-global", seed: int = 0, time_limit: float = 30.0, **_) -> PolicyOutput:
+           base: str = "deepseek-global", seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
     """loads: [L, E]. steps: optional per-step (or per-window) loads [S, L, E] to plan against;
     by default ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in
     requests of ``tokens_per_request`` are sampled. objective: "mean" or "p95"."""

@@ -74,8 +74,8 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 
 
 @register("weighted", "placement for weighted dispatch: chained hot experts plus LP-optimal shares per replica")
-def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None, base: str | None = None,
-             **_) -> PolicyOutput:
+def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
+             base: str | None = None) -> PolicyOutput:
     """base: an even-split method whose placement (with optimal shares) is also tried in each
     layer, besides DeepSeek's global policy (default: "auto" when it is registered)."""
     from eplb.policies import get_method, methods
