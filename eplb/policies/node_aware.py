@@ -17,6 +17,13 @@ When the groups do not divide over the nodes (the decode preset: 8 groups, 18 no
 placement keeps a token's groups on few nodes and the method returns DeepSeek's global policy.
 Inside each node the usual steps follow: replica counts minimizing the largest replica load
 (at most one replica per GPU), then a balanced packing of replicas onto the node's GPUs.
+
+The search on a layer stops once the hottest node is balanced, or once its load per GPU is at
+the layer's lower bound on the hottest GPU (nothing left to gain). A layer where DeepSeek's
+hierarchical plan has the lighter hottest GPU takes that plan instead (it also keeps every
+expert on one node), so no layer is worse than ``deepseek``; ``info`` counts those layers
+(``layers_from_deepseek``) and reports nodes per token for the plans actually returned, with
+``layers_over_budget`` the layers whose plan reaches more nodes than the budget allows.
 """
 from __future__ import annotations
 
@@ -25,9 +32,12 @@ import time
 
 import networkx as nx
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from eplb.errors import EplbError
 from eplb.policies import PolicyOutput, register
+from eplb.policies.deepseek import deepseek
+from eplb.policies.exact import _gpu_max, basic_bounds
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
 
@@ -88,15 +98,21 @@ def _distinct_nodes(inc: np.ndarray, node: np.ndarray, N: int) -> np.ndarray:
 
 
 def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: Topology, budget: float,
-                   max_moves: int = 400, tol: float = 1e-3, deadline: float = math.inf) -> tuple[np.ndarray, dict]:
-    """Local search on one layer. w [E]; inc [T, E] bool; node [E] start. Returns the new node
-    assignment and facts (start/final mean distinct nodes per token, node max/mean)."""
+                   max_moves: int = 400, tol: float = 1e-3, deadline: float = math.inf,
+                   floor: float = 0.0) -> tuple[np.ndarray, dict]:
+    """Local search on one layer. w [E]; inc [T, E] bool; node [E] start. Stops when the hottest
+    node is within ``tol`` of the mean, when its load per GPU is at most ``floor`` (a lower bound
+    on the hottest GPU: balancing nodes further cannot lower it), when no move helps, or at
+    ``max_moves`` or ``deadline``. Returns the new node assignment and facts (start/final mean
+    distinct nodes per token, node max/mean)."""
     N = topology.num_nodes
-    cap = topology.gpus_per_node * topology.slots_per_gpu
+    gpn = topology.gpus_per_node
+    cap = gpn * topology.slots_per_gpu
     node = node.copy()
     T = max(inc.shape[0], 1)
-    incf = inc.astype(np.float64)
-    cnt = _distinct_nodes(inc, node, N)  # [T, N]
+    incT = np.ascontiguousarray(inc.T, dtype=np.float32)  # [E, T]
+    sparse = csr_matrix(incT)  # a token selects few experts: products with the sparse form are fast
+    cnt = _distinct_nodes(inc, node, N).astype(np.float32)  # [T, N] each token's experts per node
     d0 = float((cnt > 0).sum()) / T
     limit = d0 * (1.0 + budget) if math.isfinite(budget) else math.inf
     d = d0
@@ -107,14 +123,15 @@ def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: T
         if time.perf_counter() > deadline:
             break
         h = int(load.argmax())
-        if load[h] <= mean * (1 + tol):
+        if load[h] <= mean * (1 + tol) or load[h] / gpn <= floor:
             break
+        # for every expert e and node c: tokens that would stop reaching e's node (lose) and start
+        # reaching c (gain) if e moved, exact on the sample
+        lose_all = sparse @ (cnt == 1).astype(np.float32)  # [E, N]: tokens whose only expert on n is e
+        gain_all = sparse @ (cnt == 0).astype(np.float32)  # [E, N]: tokens of e reaching no expert on n
         in_h = np.flatnonzero(node == h)
-        # exact change of distinct nodes for moving each expert of h to each node c
-        lose = incf[:, in_h].T @ (cnt[:, h] == 1)  # [|h|]
-        gain = incf[:, in_h].T @ (cnt == 0)  # [|h|, N]
-        d_move = (gain - lose[:, None]) / T  # [|h|, N]
-        cands = []  # (new max of the two nodes, delta, kind, e, f, c)
+        d_move = (gain_all[in_h] - lose_all[in_h, h][:, None]) / T  # [|h|, N]
+        cands = []  # (new max of the two nodes, delta, e, f, c)
         for c in range(N):
             if c == h:
                 continue
@@ -126,9 +143,7 @@ def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: T
                     cands.append((new_max[i], d_move[i, c], in_h[i], -1, c))
             # swaps e (h) <-> f (c), approximated as two independent moves, checked exactly later
             if in_c.size:
-                lose_c = incf[:, in_c].T @ (cnt[:, c] == 1)
-                gain_c = incf[:, in_c].T @ (cnt[:, h] == 0)
-                d_back = (gain_c - lose_c) / T  # [|c|]
+                d_back = (gain_all[in_c, h] - lose_all[in_c, c]) / T  # [|c|]
                 diff = w[in_h][:, None] - w[in_c][None, :]
                 new_max = np.maximum(load[h] - diff, load[c] + diff)
                 ok = (diff > 0) & (new_max < load[h] - 1e-12)
@@ -147,14 +162,16 @@ def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: T
         done = False
         for k in np.argsort(-score)[:8]:
             _, _, e, f, c = cands[int(k)]
-            trial = node.copy()
-            trial[e] = c
-            if f >= 0:
-                trial[f] = h
-            tcnt = _distinct_nodes(inc, trial, N)
-            td = float((tcnt > 0).sum()) / T
+            # only columns h and c of the per-token counts change
+            moved = incT[e] if f < 0 else incT[e] - incT[f]
+            col_h, col_c = cnt[:, h] - moved, cnt[:, c] + moved
+            td = d + (float((col_h > 0).sum() + (col_c > 0).sum())
+                      - float((cnt[:, h] > 0).sum() + (cnt[:, c] > 0).sum())) / T
             if td <= limit + 1e-12:
-                node, cnt, d = trial, tcnt, td
+                node[e] = c
+                if f >= 0:
+                    node[f] = h
+                cnt[:, h], cnt[:, c], d = col_h, col_c, td
                 load = np.bincount(node, weights=w, minlength=N)
                 size = np.bincount(node, minlength=N)
                 done = True
@@ -193,8 +210,10 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
     token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
     experts [L, T, K] of real routed tokens for the co-activation (default: a sample of
-    ``sample_tokens`` tokens from the gate model). time_limit: seconds for the search over all
-    layers (each layer gets its share; a layer out of time keeps the moves made so far)."""
+    ``sample_tokens`` tokens from the gate model). time_limit: seconds for the whole call (each
+    layer's search gets its share; a layer out of time keeps the moves made so far). Never worse
+    than ``deepseek`` on any layer."""
+    deadline = time.perf_counter() + float(time_limit)
     loads = np.asarray(loads, dtype=np.float64)
     L, E = loads.shape
     budget = float(cross_node_budget)
@@ -221,7 +240,7 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
             raise EplbError(f"routing must be experts [layers={L}, tokens, top-k], got shape {routing.shape}")
     phy2log = np.empty((L, topology.num_slots), dtype=np.int64)
     facts = {"nodes_per_token_start": [], "nodes_per_token": [], "node_imbalance": []}
-    deadline = time.perf_counter() + float(time_limit)
+    floor = basic_bounds(loads, topology)
     for l in range(L):
         w = loads[l]
         inc = _incidence(routing[l], E)
@@ -230,14 +249,31 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
         sizes = np.bincount(start, minlength=topology.num_nodes)
         if sizes.max() > cap:
             start = (np.arange(E) * topology.num_nodes) // E
-        node, info = _balance_nodes(w, inc, start, topology, budget, deadline=layer_deadline)
+        node, info = _balance_nodes(w, inc, start, topology, budget, deadline=layer_deadline, floor=float(floor[l]))
         phy2log[l] = pack_nodes(w, node, topology)
         for k, v in info.items():
             facts[k].append(v)
+    # a layer where DeepSeek's hierarchical plan has the lighter hottest GPU takes that plan; its
+    # nodes per token (measured on the same sample) count in what is reported
+    ref = deepseek(loads, topology).phy2log
+    use_ref = _gpu_max(loads, ref, topology.num_gpus) < _gpu_max(loads, phy2log, topology.num_gpus)
+    per_node = topology.gpus_per_node * topology.slots_per_gpu
+    for l in np.flatnonzero(use_ref):
+        phy2log[l] = ref[l]
+        node = np.empty(E, dtype=np.int64)
+        node[ref[l]] = np.arange(topology.num_slots) // per_node  # each expert lives on one node
+        facts["nodes_per_token"][l] = float((_distinct_nodes(_incidence(routing[l], E), node, N) > 0).sum()) / max(
+            routing.shape[1], 1)
+        load = np.bincount(node, weights=loads[l], minlength=N)
+        facts["node_imbalance"][l] = float(load.max() / load.mean()) if load.mean() > 0 else 1.0
+    start_d, final_d = np.array(facts["nodes_per_token_start"]), np.array(facts["nodes_per_token"])
+    over = final_d > start_d * (1 + budget) + 1e-12 if math.isfinite(budget) else np.zeros(L, dtype=bool)
     info = {
         "cross_node_budget": budget if math.isfinite(budget) else "inf",
-        "nodes_per_token_start": float(np.mean(facts["nodes_per_token_start"])),
-        "nodes_per_token": float(np.mean(facts["nodes_per_token"])),
+        "nodes_per_token_start": float(start_d.mean()),
+        "nodes_per_token": float(final_d.mean()),
         "node_imbalance_planned": float(np.mean(facts["node_imbalance"])),
+        "layers_from_deepseek": int(use_ref.sum()),
+        "layers_over_budget": int(over.sum()),
     }
     return PolicyOutput(phy2log, info=info)
