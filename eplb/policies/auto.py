@@ -68,11 +68,15 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
 @register("auto", "the best plan within the time budget, never worse than deepseek on any layer (default)")
 def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float | None = None,
          time_limit: float | None = None, tie_order: str = "auto") -> PolicyOutput:
-    phy2log, info = auto_plan(loads, topology, time_limit=time_limit, tie_order=tie_order)
+    start = time.perf_counter()
+    # with previous, the fresh plan gets half of the time limit and migration the rest
+    plan_limit = time_limit if previous is None or time_limit is None else time_limit / 2
+    phy2log, info = auto_plan(loads, topology, time_limit=plan_limit, tie_order=tie_order)
     fresh = PolicyOutput(phy2log, info=info)
     if previous is None:
         return fresh
     from eplb.migration import migrate  # imports eplb.policies: loaded on use
 
     tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    return migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=time_limit)
+    left = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
+    return migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=left)

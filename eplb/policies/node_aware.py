@@ -90,11 +90,12 @@ def _start_nodes(w: np.ndarray, topology: Topology) -> np.ndarray:
     return (np.arange(E) * N) // E
 
 
-def _distinct_nodes(inc: np.ndarray, node: np.ndarray, N: int) -> np.ndarray:
-    """[T, E] incidence, [E] node -> [T, N] number of each token's experts on each node."""
+def _distinct_nodes(inc, node: np.ndarray, N: int) -> np.ndarray:
+    """[T, E] incidence (bool array or sparse matrix), [E] node -> [T, N] number of each token's
+    experts on each node."""
     onehot = np.zeros((node.size, N))
     onehot[np.arange(node.size), node] = 1.0
-    return inc.astype(np.float64) @ onehot
+    return np.asarray(csr_matrix(inc, dtype=np.float64) @ onehot)
 
 
 def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: Topology, budget: float,
@@ -187,20 +188,22 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
     ``gpus_per_node * slots_per_gpu`` experts per node). Returns phy2log [R] int64."""
     gpn, spg = topology.gpus_per_node, topology.slots_per_gpu
     cap = gpn * spg
+    N = topology.num_nodes
     out = np.empty(topology.num_slots, dtype=np.int64)
-    for n in range(topology.num_nodes):
+    items = np.empty((N, cap), dtype=np.int64)
+    rep_load = np.empty((N, cap))
+    for n in range(N):
         experts = np.flatnonzero(node == n)
         if experts.size == 0 or experts.size > cap:
             raise EplbError(f"node {n} holds {experts.size} experts; each node needs 1..{cap}")
         counts = optimal_counts(w[experts][None, :], cap, max_count=gpn)[0]
-        items = np.repeat(experts, counts)
-        rep_load = np.repeat(w[experts] / counts, counts)
-        # heaviest first onto the lightest GPU with room (equal replicas of one expert go to
-        # different GPUs unless loads force otherwise)
-        pack, rank = greedy_balanced_packing(rep_load[None, :], gpn)
-        pack, rank = pack[0], rank[0]
-        slots = n * cap + pack * spg + rank
-        out[slots] = items
+        items[n] = np.repeat(experts, counts)
+        rep_load[n] = np.repeat(w[experts] / counts, counts)
+    # heaviest first onto the lightest GPU with room (equal replicas of one expert go to
+    # different GPUs unless loads force otherwise); every node's replicas at once
+    pack, rank = greedy_balanced_packing(rep_load, gpn)
+    slots = np.arange(N)[:, None] * cap + pack * spg + rank
+    out[slots.ravel()] = items.ravel()
     return out
 
 
@@ -244,7 +247,8 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     for l in range(L):
         w = loads[l]
         inc = _incidence(routing[l], E)
-        layer_deadline = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (L - l)
+        # the layer's share of the time left, less a tenth kept for the steps after the search
+        layer_deadline = time.perf_counter() + 0.9 * max(0.0, deadline - time.perf_counter()) / (L - l)
         start = _start_nodes(w, topology)
         sizes = np.bincount(start, minlength=topology.num_nodes)
         if sizes.max() > cap:
