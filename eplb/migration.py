@@ -250,11 +250,12 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
             tot = w[layer][out[layer]]
             shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[out[layer]])
     mv = moves(prev, out)
+    mean = w.sum(axis=1) / G  # all-zero layers count as balanced
     info = {
         "policy": "migration",
         "tolerance": float(tolerance),
         "target": "per layer: max GPU load <= (1 + tolerance) x the fresh plan's",
-        "fresh_imbalance_mean": float((fresh_max / (w.sum(axis=1) / G)).mean()) if w.sum() > 0 else 1.0,
+        "fresh_imbalance_mean": float(np.where(mean > 0, fresh_max / np.where(mean > 0, mean, 1.0), 1.0).mean()),
         "layers_unchanged": int((mv.per_layer == 0).sum()),
         "layers_from_fresh": from_fresh,
         **mv.to_dict(),

@@ -167,6 +167,9 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     # layers already within tol of their bound need no search
     start_max = _gpu_max(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
+    # an expert with more replicas than GPUs (more slots than GPUs x experts) puts two on one GPU,
+    # which the search's model rules out: such layers keep their start
+    rows = rows[init_counts[rows].max(axis=1) <= G]
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise EplbError(f"workers must be a positive integer, got {workers!r}")
     if topology.slots_per_gpu == 2:

@@ -40,6 +40,7 @@ from eplb.policies.deepseek import deepseek
 from eplb.policies.exact import _gpu_max, basic_bounds
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
+from traces import TraceError
 
 __all__ = ["coactivation_graph", "node_aware", "pack_nodes", "routing_sample"]
 
@@ -47,13 +48,29 @@ __all__ = ["coactivation_graph", "node_aware", "pack_nodes", "routing_sample"]
 def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096, seed=0, topk: int = 8,
                    topk_groups: int = 4) -> np.ndarray:
     """Experts [L, T, K] int16 of ``num_tokens`` tokens drawn from the gate model with ``loads``
-    [L, E] as (approximate, unfitted) marginals; groups from the topology."""
+    [L, E] as (approximate, unfitted) marginals; groups from the topology. Loads that top-k routing
+    cannot produce (an expert above 1/k of its layer, all-zero layers, fewer experts than k)
+    get tokens that each pick up to k distinct experts with probability following the loads,
+    groups ignored."""
     from traces.routing import fit_gate, route
 
     groups = topology.num_groups
     k_groups = min(topk_groups, groups)
-    model = fit_gate(loads, num_groups=groups, topk_groups=k_groups, topk=topk, iterations=0,
-                     request_sigma=0.0)
+    try:
+        model = fit_gate(loads, num_groups=groups, topk_groups=k_groups, topk=topk, iterations=0,
+                         request_sigma=0.0)
+    except TraceError:
+        w = np.asarray(loads, dtype=np.float64)
+        w = np.where(w.sum(axis=1, keepdims=True) > 0, w, 1.0)
+        k = min(topk, w.shape[1])
+        rng = np.random.default_rng(seed)
+        # Gumbel top-k: k distinct experts per token, drawn in proportion to the loads
+        with np.errstate(divide="ignore"):
+            keys = np.log(w)[:, None, :] + rng.gumbel(size=(w.shape[0], num_tokens, w.shape[1]))
+        picks = np.argsort(-keys, axis=2, kind="stable")[:, :, :k]
+        # experts without load are never selected
+        return np.where(np.take_along_axis(np.broadcast_to(w[:, None, :], keys.shape), picks, axis=2) > 0,
+                        picks, -1).astype(np.int16)
     return route(model, np.arange(num_tokens), seed=seed)
 
 
@@ -196,7 +213,9 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
         experts = np.flatnonzero(node == n)
         if experts.size == 0 or experts.size > cap:
             raise EplbError(f"node {n} holds {experts.size} experts; each node needs 1..{cap}")
-        counts = optimal_counts(w[experts][None, :], cap, max_count=gpn)[0]
+        # one replica per GPU at most, unless the node's slots cannot be filled that way
+        most = gpn if experts.size * gpn >= cap else cap - experts.size + 1
+        counts = optimal_counts(w[experts][None, :], cap, max_count=most)[0]
         items[n] = np.repeat(experts, counts)
         rep_load[n] = np.repeat(w[experts] / counts, counts)
     # heaviest first onto the lightest GPU with room (equal replicas of one expert go to

@@ -57,6 +57,8 @@ def _improve(step_loads: np.ndarray, phy2log: np.ndarray, topology: Topology, ob
     spg, W = topology.slots_per_gpu, topology.num_gpus
     p2l = phy2log.copy()
     S, E = step_loads.shape
+    if W < 2:  # one GPU: nothing to swap
+        return p2l
     mean = np.maximum(step_loads.sum(axis=1) / W, 1e-12)  # [S]
     for _ in range(max_swaps):
         if time.perf_counter() > deadline:
@@ -77,6 +79,9 @@ def _improve(step_loads: np.ndarray, phy2log: np.ndarray, topology: Topology, ob
         # max over the GPUs left untouched: top-3 per step covers excluding two GPUs
         order = np.argsort(-g, axis=1)[:, :3]
         top = np.take_along_axis(g, order, axis=1)  # [S, 3]
+        if W < 3:  # fewer GPUs: the missing ones are empty (loads are >= 0)
+            order = np.pad(order, ((0, 0), (0, 3 - W)), constant_values=-1)
+            top = np.pad(top, ((0, 0), (0, 3 - W)))
         o0, o1 = order[:, 0:1], order[:, 1:2]
         ok0 = (o0 != hot) & (o0 != gb[None, :])
         ok1 = (o1 != hot) & (o1 != gb[None, :])
@@ -113,7 +118,9 @@ def robust(loads: np.ndarray, topology: Topology, objective: str = "mean", steps
         raise EplbError("the base method of robust cannot be robust itself")
     if steps is None:
         tps = tokens_per_step or 8192 * topology.num_gpus
-        steps = sample_step_loads(loads, num_steps, tokens_per_step=tps, tokens_per_request=tokens_per_request,
+        # all-zero (dense) layers are sampled as uniform; their placement does not matter
+        sample_on = np.where(loads.sum(axis=1, keepdims=True) > 0, loads, 1.0)
+        steps = sample_step_loads(sample_on, num_steps, tokens_per_step=tps, tokens_per_request=tokens_per_request,
                                   request_concentration=request_concentration, seed=seed)
     else:
         steps = np.asarray(steps, dtype=np.float64)
