@@ -151,8 +151,13 @@ def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
     model = cp_model.CpModel()
     active = np.nonzero(c > 0)[0]
     k = active.size
-    # x[i * m + b]: an item of label active[i] in bin b (created first: proto indices 0 .. k*m-1)
-    x = [model.new_bool_var("") for _ in range(k * m)]
+    # x[i * m + b]: an item of label active[i] in bin b (created first: proto indices 0 .. k*m-1);
+    # building a large model takes long on a busy machine: it stops at the deadline
+    x = []
+    for _ in range(k):
+        if time.perf_counter() > deadline:
+            return None, lower, "unknown"
+        x.extend(model.new_bool_var("") for _ in range(m))
     ub = int(np.sort(qi[active])[-S:].sum()) + 1
     lb = int(np.floor(lower * scale)) if lower > 0 else 0
     T = model.new_int_var(min(lb, ub), ub, "T")
@@ -161,6 +166,8 @@ def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
         model.add(cp_model.LinearExpr.sum(x[i * m:(i + 1) * m]) == int(c[e]))
     coef = [int(qi[e]) for e in active]
     for b in range(m):
+        if time.perf_counter() > deadline:
+            return None, lower, "unknown"
         col = x[b::m]
         model.add(cp_model.LinearExpr.sum(col) == S)
         model.add(cp_model.LinearExpr.weighted_sum(col, coef) == load[b])
@@ -214,12 +221,18 @@ def _pulp_solve(q, c, m, S, start, lower, deadline, work_limit, workers, backend
     n = q.size
     prob = pulp.LpProblem("pack", pulp.LpMinimize)
     active = [int(e) for e in np.nonzero(c > 0)[0]]
-    x = {(e, b): pulp.LpVariable(f"x_{e}_{b}", cat="Binary") for e in active for b in range(m)}
+    x = {}
+    for e in active:
+        if time.perf_counter() > deadline:  # building stops at the deadline
+            return None, lower, "unknown"
+        x.update({(e, b): pulp.LpVariable(f"x_{e}_{b}", cat="Binary") for b in range(m)})
     T = pulp.LpVariable("T", lowBound=float(lower))
     prob += T
     for e in active:
         prob += pulp.lpSum(x[e, b] for b in range(m)) == int(c[e])
     for b in range(m):
+        if time.perf_counter() > deadline:
+            return None, lower, "unknown"
         prob += pulp.lpSum(x[e, b] for e in active) == S
         prob += pulp.lpSum(float(q[e]) * x[e, b] for e in active) <= T
     warm = start is not None
