@@ -141,6 +141,9 @@ def pack_exact(size: np.ndarray, counts: np.ndarray, num_bins: int, per_bin: int
 #: Seconds kept back from a solver's time limit for reading its answer.
 _READ_S = 0.05
 
+#: PuLP's own passes over the model (to the solver and back), relative to building it.
+_PULP_OVERHEAD = 1.5
+
 
 def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
     from ortools.sat.python import cp_model
@@ -219,6 +222,7 @@ def _pulp_solve(q, c, m, S, start, lower, deadline, work_limit, workers, backend
     import pulp
 
     n = q.size
+    t_build = time.perf_counter()
     prob = pulp.LpProblem("pack", pulp.LpMinimize)
     active = [int(e) for e in np.nonzero(c > 0)[0]]
     x = {}
@@ -240,7 +244,9 @@ def _pulp_solve(q, c, m, S, start, lower, deadline, work_limit, workers, backend
         for (e, b), v in x.items():
             v.setInitialValue(int(start[e, b]))
         T.setInitialValue(float((q[:, None] * start).sum(axis=0).max()))
-    left = deadline - time.perf_counter() - _READ_S
+    # PuLP hands the model to the solver and reads the answer back in Python, after the solver's
+    # time limit is set: keep back about as long again as building it took here
+    left = deadline - time.perf_counter() - _READ_S - _PULP_OVERHEAD * (time.perf_counter() - t_build)
     if left <= 0:  # building took the whole limit: keep the start
         return None, lower, "unknown"
     seconds = float(left) if math.isfinite(left) else None
