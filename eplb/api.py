@@ -7,7 +7,7 @@ import numpy as np
 
 from eplb.errors import EplbError
 from eplb.placement import Placement
-from eplb.policies import get_method
+from eplb.policies import check_options, check_time_limit, get_method
 from eplb.topology import Topology
 from traces import ExpertLoads, TraceError, from_array
 
@@ -41,7 +41,10 @@ def place(
     loads: [L, E] expert loads (array, tensor or traces.ExpertLoads, whose layer ids are kept).
     topology: where the slots are (see :class:`eplb.Topology` and :data:`eplb.PRESETS`).
     method: a name from :func:`eplb.methods` (default :data:`DEFAULT_METHOD`).
-    options: passed to the method (e.g. ``time_limit``, ``seed``, ``previous``).
+    options: passed to the method (e.g. ``time_limit``, ``seed``, ``previous``); options left at
+    None are dropped. An option the method does not take raises
+    :class:`eplb.errors.UnknownOptionError` (a TypeError) listing those it takes; every method
+    takes ``time_limit``, which must be a positive, finite number of seconds.
 
     >>> import eplb, numpy as np
     >>> p = eplb.place(np.array([[5.0, 1, 1, 1]]), eplb.Topology(1, 2, 3), "deepseek")
@@ -52,10 +55,14 @@ def place(
     if not isinstance(topology, Topology):
         raise EplbError(f"topology must be an eplb.Topology, got {type(topology).__name__}")
     topology.check(el.num_experts)
-    name = method or DEFAULT_METHOD
+    name = DEFAULT_METHOD if method is None else method
     fn = get_method(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    check_options(name, options)
+    if "time_limit" in options:
+        options["time_limit"] = check_time_limit(options["time_limit"])
     start = time.perf_counter()
-    out = fn(el.loads, topology, **{k: v for k, v in options.items() if v is not None})
+    out = fn(el.loads, topology, **options)
     elapsed = time.perf_counter() - start
     info = {"time_s": elapsed, **out.info}
     if el.name:

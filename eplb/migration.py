@@ -191,11 +191,13 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     start = time.perf_counter()
     L, E = w.shape
     G, S = topology.num_gpus, topology.slots_per_gpu
+    # a fresh plan computed here gets half of the time limit, the search from previous the rest
+    fresh_limit = None if time_limit is None else time_limit / 2
     if fresh is None and previous.shares is not None:
         # the engine dispatches with shares: compare against a fresh weighted plan
-        fresh = get_method("weighted")(w, topology, time_limit=time_limit)
+        fresh = get_method("weighted")(w, topology, time_limit=fresh_limit)
     if fresh is None:
-        fresh = fresh_plan(w, topology, time_limit=time_limit)
+        fresh = fresh_plan(w, topology, time_limit=fresh_limit)
     fresh_p2l = np.asarray(fresh.phy2log, dtype=np.int64)
     if fresh_p2l.shape != prev.shape:
         raise EplbError(f"fresh plan has shape {fresh_p2l.shape} but the previous placement {prev.shape}")
@@ -210,15 +212,21 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     out = np.empty_like(prev)
     from_fresh = []
     for layer in range(L):
-        left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - start)) / (L - layer)
+        # this layer's share of the time left, for all of its steps together
+        end = None if time_limit is None else (
+            time.perf_counter() + max(0.0, time_limit - (time.perf_counter() - start)) / (L - layer))
+
+        def left():
+            return None if end is None else max(0.0, end - time.perf_counter())
+
         accept = (lambda row, layer=layer: split_value(layer, row) <= cap[layer]) if weighted else None
-        res = repair(w[layer], prev[layer], S, cap[layer], accept=accept, time_limit=left,
+        res = repair(w[layer], prev[layer], S, cap[layer], accept=accept, time_limit=left(),
                      max_moves=topology.num_slots)
         found = res.slot_item if res.reached else None
         if found is None:
             # the replica counts are off: adopt the fresh plan's counts, then repair from there
             start2 = retarget_counts(w[layer], prev[layer], S, np.bincount(fresh_p2l[layer], minlength=E))
-            res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left,
+            res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left(),
                           max_moves=topology.num_slots, frozen=start2 != prev[layer])
             found = res2.slot_item if res2.reached else None
         aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
@@ -227,7 +235,7 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
             found = align_slots(prev[layer], found, S, E, permute_bins=False)
         if not weighted and (found is None or (found != prev[layer]).sum() > topology.num_slots // 50):
             # the fresh plan with slots put back to their previous expert where swaps allow it
-            aligned = undo_moves(w[layer], aligned, prev[layer], S, cap[layer], time_limit=left)
+            aligned = undo_moves(w[layer], aligned, prev[layer], S, cap[layer], time_limit=left())
         if found is not None and (found != prev[layer]).sum() <= (aligned != prev[layer]).sum():
             out[layer] = found
         else:
@@ -242,11 +250,12 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
             tot = w[layer][out[layer]]
             shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[out[layer]])
     mv = moves(prev, out)
+    mean = w.sum(axis=1) / G  # all-zero layers count as balanced
     info = {
         "policy": "migration",
         "tolerance": float(tolerance),
         "target": "per layer: max GPU load <= (1 + tolerance) x the fresh plan's",
-        "fresh_imbalance_mean": float((fresh_max / (w.sum(axis=1) / G)).mean()) if w.sum() > 0 else 1.0,
+        "fresh_imbalance_mean": float(np.where(mean > 0, fresh_max / np.where(mean > 0, mean, 1.0), 1.0).mean()),
         "layers_unchanged": int((mv.per_layer == 0).sum()),
         "layers_from_fresh": from_fresh,
         **mv.to_dict(),

@@ -52,10 +52,11 @@ def compare_methods(loads, topology: Topology, methods=None, *, time_limit: floa
     of :func:`eplb.methods` that plan from scratch, and also those that need ``previous`` when it is
     given) and evaluate. previous: the placement now on the GPUs (an
     :class:`eplb.Placement`), for the methods that move as few experts as they can from it. A
-    method rejecting the input yields a result with ``error`` set instead of raising."""
+    method rejecting the input yields a result with ``error`` set instead of raising. ``seed`` and
+    ``previous`` go to the methods that take them."""
     from eplb.api import place
     from eplb.evaluate import evaluate
-    from eplb.policies import describe_methods
+    from eplb.policies import describe_methods, method_options
 
     from eplb.policies import methods as registered
 
@@ -72,7 +73,7 @@ def compare_methods(loads, topology: Topology, methods=None, *, time_limit: floa
     for m in names:
         start = time.perf_counter()
         try:
-            p = place(loads, topology, m, **options)
+            p = place(loads, topology, m, **{k: v for k, v in options.items() if k in method_options(m)})
             ev = evaluate(p, loads.loads if hasattr(loads, "loads") else loads)
             out.append(MethodResult(m, described[m], p, ev, float(p.info.get("time_s", time.perf_counter() - start))))
         except (EplbError, ValueError) as exc:

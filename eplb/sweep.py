@@ -141,6 +141,7 @@ def run_config(config: SweepConfig) -> dict:
     Bad input (a method refusing the topology, say) is reported in the ``error`` column."""
     from eplb.api import place
     from eplb.evaluate import evaluate
+    from eplb.policies import method_options
 
     loads = _loads(config.workload)
     arr, layers = loads.loads, loads.layers
@@ -154,8 +155,10 @@ def run_config(config: SweepConfig) -> dict:
         topo = topology_for(config.preset, config.redundancy, loads.num_experts, config.ep_size)
         row.update(ep_size=topo.num_gpus, nodes=topo.num_nodes, gpus_per_node=topo.gpus_per_node,
                    slots_per_gpu=topo.slots_per_gpu, num_slots=topo.num_slots)
-        options = {"time_limit": config.time_limit, "seed": config.seed}
-        placement = place(arr, topo, config.method, layers=layers, **{k: v for k, v in options.items() if v is not None})
+        options = {"time_limit": config.time_limit, "seed": config.seed}  # seed: for the methods that take one
+        accepted = method_options(config.method)
+        placement = place(arr, topo, config.method, layers=layers,
+                          **{k: v for k, v in options.items() if v is not None and k in accepted})
         ev = evaluate(placement, arr)
         summary = ev.summary()
         row.update({k: summary[k] for k in METRIC_COLUMNS})

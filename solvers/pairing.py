@@ -21,9 +21,14 @@ program over the few free items' choices, which solves in milliseconds, looks fo
 reach it. When that stalls, the full integer program tries to prove the plan within the target
 gap. The largest ``T`` proven unreachable is a certified lower bound. HiGHS (through scipy) runs
 without presolve: on these models its presolve dominates the run time and ignores the time limit.
+
+The search stops on a wall-clock ``time_limit`` or on a deterministic ``work_limit`` (a count of
+LP and integer-program solves, each integer program limited by branch-and-bound nodes instead of
+seconds): with the work limit alone the result is the same on any machine under any load.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,7 +37,44 @@ import numpy as np
 from solvers.errors import SolverInputError
 
 __all__ = ["sorted_pairing", "pairing_value", "PairingResult", "pairing_solve", "pair_counts_feasible",
-           "pair_counts_lp_feasible"]
+           "pair_counts_lp_feasible", "SOLVES_PER_WORK"]
+
+#: Solver calls (LPs and integer programs) per unit of ``work_limit``: one unit is about a second
+#: of the search on one core for a DeepSeek-V3 decode layer (256 experts, 144 bins).
+SOLVES_PER_WORK = 20
+
+#: Branch-and-bound nodes per integer program of the search under a work limit.
+NODES_PER_SOLVE = 200
+
+
+class _Budget:
+    """What is left of a search's budget: seconds until ``time_limit`` runs out (inf when None)
+    and, under a work limit, solver calls (inf when None)."""
+
+    def __init__(self, time_limit: float | None = None, work_limit: float | None = None):
+        self.deadline = time.perf_counter() + (math.inf if time_limit is None else float(time_limit))
+        self.calls = math.inf if work_limit is None else max(1, int(round(SOLVES_PER_WORK * float(work_limit))))
+        self.counted = work_limit is not None
+
+    def seconds(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def spent(self, reserve: float = 0.0) -> bool:
+        """True when no solver call fits: fewer than ``reserve`` seconds or no calls left."""
+        return self.seconds() <= reserve or self.calls < 1
+
+    def spend(self) -> None:
+        self.calls -= 1
+
+    def milp_options(self, seconds: float, nodes: int = NODES_PER_SOLVE) -> dict:
+        """scipy ``milp`` options for one integer program of at most ``seconds`` (capped by what is
+        left); under a work limit also at most ``nodes`` branch-and-bound nodes."""
+        opts = {"presolve": False}
+        if math.isfinite(seconds):
+            opts["time_limit"] = float(max(seconds, 1e-3))
+        if self.counted:
+            opts["node_limit"] = int(nodes)
+        return opts
 
 
 def sorted_pairing(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,10 +133,12 @@ def _choices(w: np.ndarray, num_bins: int, T: float, cap: int):
 
 
 def pair_counts_feasible(weight: np.ndarray, num_bins: int, T: float, *, max_count: int | None = None,
-                         time_limit: float = 10.0) -> tuple[bool | None, np.ndarray | None]:
+                         time_limit: float | None = 10.0,
+                         node_limit: int | None = None) -> tuple[bool | None, np.ndarray | None]:
     """Is there a count vector (``sum = 2 * num_bins``) whose best pairing has every pair <= T?
-    An integer program over "item e gets k replicas" choices (HiGHS). weight: [n].
-    Returns (True, counts [n]) / (False, None) / (None, None) when time ran out."""
+    An integer program over "item e gets k replicas" choices (HiGHS), stopped after
+    ``time_limit`` seconds (None: no clock) or ``node_limit`` branch-and-bound nodes. weight: [n].
+    Returns (True, counts [n]) / (False, None) / (None, None) when a limit ran out."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import vstack
 
@@ -109,8 +153,13 @@ def pair_counts_feasible(weight: np.ndarray, num_bins: int, T: float, *, max_cou
     A = vstack([A_ub, A_eq]).tocsr()
     lo = np.concatenate([np.full(b_ub.size, -np.inf), b_eq])
     hi = np.concatenate([b_ub, b_eq])
+    opts = {"presolve": False}
+    if time_limit is not None:
+        opts["time_limit"] = float(max(time_limit, 1e-3))
+    if node_limit is not None:
+        opts["node_limit"] = int(node_limit)
     res = milp(c=np.zeros(items.size), integrality=np.ones(items.size), bounds=Bounds(0, 1),
-               constraints=LinearConstraint(A, lo, hi), options={"time_limit": float(max(time_limit, 1e-3)), "presolve": False})
+               constraints=LinearConstraint(A, lo, hi), options=opts)
     if res.status == 0 and res.x is not None:
         pick = res.x > 0.5
         counts = np.zeros(n, dtype=np.int64)
@@ -171,11 +220,12 @@ def _lp_point(w: np.ndarray, num_bins: int, T: float, cap: int):
     return True, res.x, ch
 
 
-def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_limit: float):
+def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, options: dict):
     """The integer program of :func:`pair_counts_feasible` with every item outside ``free``
     fixed at its count in ``ref``; only the free items' choices are variables, so small
-    neighbourhoods solve in milliseconds. free: [n] bool; ref: [n]. Returns counts [n] or None
-    (infeasible, out of time, or a fixed count that is not a choice at this threshold)."""
+    neighbourhoods solve in milliseconds. free: [n] bool; ref: [n]; options: scipy ``milp``
+    options (its limits). Returns counts [n] or None (infeasible, out of a limit, or a fixed count
+    that is not a choice at this threshold)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_matrix, vstack
 
@@ -185,7 +235,7 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_l
     fixed = ~on_free & (ks == ref[items])
     have = np.zeros(n, dtype=bool)
     have[items[fixed]] = True
-    if np.any(~free & ~have) or time_limit < 0.01:
+    if np.any(~free & ~have) or options.get("time_limit", 1.0) < 0.01:
         return None
     A = A_ub.tocsc()
     rhs = float(num_slots) - np.asarray(A[:, np.flatnonzero(fixed)].sum(axis=1)).ravel()
@@ -201,7 +251,7 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_l
     lo = np.concatenate([np.full(rhs.size, -np.inf), np.ones(fe.size), [left]])
     hi = np.concatenate([rhs, np.ones(fe.size), [left]])
     res = milp(c=np.zeros(cols.size), integrality=np.ones(cols.size), bounds=Bounds(0, 1),
-               constraints=LinearConstraint(M, lo, hi), options={"time_limit": float(time_limit), "presolve": False})
+               constraints=LinearConstraint(M, lo, hi), options=options)
     if res.status != 0 or res.x is None:
         return None
     counts = np.array(ref, dtype=np.int64, copy=True)
@@ -211,7 +261,7 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, time_l
 
 
 def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, value: float, lo: float, cap: int,
-                          deadline: float, tol: float, goal: float, rng: np.random.Generator,
+                          budget: _Budget, tol: float, goal: float, rng: np.random.Generator,
                           patience: int = 2, good: float = 5e-3):
     """Large-neighbourhood search on counts. Each step picks a threshold T between the lowest
     value it failed to reach and the incumbent's, solves the LP there (an infeasible LP raises
@@ -219,7 +269,8 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
     integer program: the LP's fractional items free and the rest rounded (a dive); the items
     where the LP and the incumbent disagree free (RINS); that set plus the lightest items
     (good partners) or random hot items. Gives up after ``patience`` failed thresholds in a
-    row while the plan is not within ``good`` of ``lo``. Returns (counts, value, lo)."""
+    row while the plan is not within ``good`` of ``lo``, or when ``budget`` is spent (each LP and
+    integer program takes one call). Returns (counts, value, lo)."""
     n = w.size
     N = 2 * num_bins
     light = np.zeros(n, dtype=bool)
@@ -230,8 +281,7 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
     first = True
     misses = 0
     while True:
-        left = deadline - time.perf_counter()
-        if left <= 0.1 or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
+        if budget.spent(0.1) or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
             break
         floor = max(failed, lo * (1 + tol / 2))
         if value <= floor * (1 + tol / 2):
@@ -239,6 +289,7 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
         T = lo * (1 + goal) if first and lo * (1 + goal) < value < lo * 1.01 else np.sqrt(floor * value)
         T = min(T, value / (1 + tol / 2))
         first = False
+        budget.spend()
         ok, x, ch = _lp_point(w, num_bins, T, cap)
         if ok is False:
             lo = max(lo, T)
@@ -268,10 +319,10 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
             tries.append((differ | frac | extra, counts))
         got = None
         for free, base in tries:
-            left = deadline - time.perf_counter() - 0.05
-            if left < 0.02:
+            if budget.spent(0.07):
                 break
-            got = _restricted_ip(ch, free, base, N, min(0.1, left))
+            budget.spend()
+            got = _restricted_ip(ch, free, base, N, budget.milp_options(min(0.1, budget.seconds() - 0.05)))
             if got is not None:
                 break
         if got is None:
@@ -316,7 +367,8 @@ class PairingResult:
 
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
                   max_count: int | None = None, lower: float | None = None, tol: float = 1e-3,
-                  target: float | None = 5e-3, time_limit: float = 2.0, seed: int = 0) -> PairingResult:
+                  target: float | None = 5e-3, time_limit: float | None = 2.0, work_limit: float | None = None,
+                  seed: int = 0) -> PairingResult:
     """Near-optimal counts for two items per bin, with a certified lower bound.
 
     weight: [n] float64; num_bins: m (2m >= n slots); counts0: [n] a known count vector (e.g. a
@@ -324,7 +376,10 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     the bracket is this tight (relative); target: the first threshold tried is the start
     value / (1 + target), which settles "within target" in one step, and the neighbourhood search
     aims at that gap first; time_limit: seconds for the whole search (the answer is then feasible
-    but the bound looser); seed: the neighbourhood search's random choices.
+    but the bound looser; None: no clock); work_limit: a deterministic budget instead of (or
+    besides) the clock, :data:`SOLVES_PER_WORK` solver calls per unit, each integer program at most
+    :data:`NODES_PER_SOLVE` nodes: with ``time_limit=None`` the result does not depend on the
+    machine or its load; seed: the neighbourhood search's random choices.
     """
     start = time.perf_counter()
     w = np.asarray(weight, dtype=np.float64)
@@ -349,14 +404,15 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     v = float(pairing_value(w[None, :], c[None, :])[0])
     if v < best_v:
         best_v, best_c = v, c
-    deadline = start + time_limit
+    budget = _Budget(None if time_limit is None else time_limit - (time.perf_counter() - start), work_limit)
     # 1. LP bisection: an infeasible LP proves T unreachable, so ``lo`` is a certified bound
     hi = best_v  # the LP is feasible here
     step = 0.0  # duration of the last LP: do not start one that cannot finish in time
     first = target is not None and best_v / (1 + target) > lo
     while hi > lo * (1 + tol) and hi > 0:
-        if time.perf_counter() + step >= deadline:
+        if budget.spent(step):
             break
+        budget.spend()
         # first try to prove the plan within ``target`` in one step, then bisect
         mid = best_v / (1 + target) if first else 0.5 * (lo + hi)
         first = False
@@ -378,13 +434,16 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
     good = target if target is not None else 5e-3
     rng = np.random.default_rng(seed)
     while True:
-        best_c, best_v, lo = _neighbourhood_search(w, num_bins, best_c, best_v, lo, cap, deadline, tol, 0.6 * good,
+        best_c, best_v, lo = _neighbourhood_search(w, num_bins, best_c, best_v, lo, cap, budget, tol, 0.6 * good,
                                                    rng, good=good)
-        left = deadline - time.perf_counter()
-        if left <= 0.4 or best_v <= lo * (1 + tol):
+        if budget.spent(0.4) or best_v <= lo * (1 + tol):
             break
         mid = best_v / (1 + 0.97 * good) if best_v > lo * (1 + good) else 0.5 * (lo + best_v)
-        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap, time_limit=0.7 * (left - 0.1))
+        left = budget.seconds()
+        budget.spend()
+        ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap,
+                                     time_limit=0.7 * (left - 0.1) if math.isfinite(left) else None,
+                                     node_limit=NODES_PER_SOLVE if budget.counted else None)
         if ok is None:
             break
         if ok:

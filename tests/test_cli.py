@@ -104,3 +104,33 @@ def test_method_options_on_the_command_line(capsys, tmp_path):
         assert code == 2 and message in err
     code, _, err = run_cli(capsys, *common, "--method", "robust", "--set", "objective=p95", "--set", "num_steps=4")
     assert code == 0
+
+
+def test_method_options_are_checked_in_the_python_api():
+    from eplb.errors import UnknownOptionError
+
+    loads = np.random.default_rng(0).gamma(1.0, size=(2, 16)) * 100 + 1
+    topo = eplb.Topology(2, 2, 6, 4)
+    # the same check as --set: a TypeError naming the method and listing its options
+    with pytest.raises(TypeError, match=r"method auto has no option 'kappa'; its options: previous, tie_order"):
+        eplb.place(loads, topo, "auto", kappa=0.5)
+    with pytest.raises(UnknownOptionError, match="its options: tie_order, time_limit"):
+        eplb.place(loads, topo, "deepseek", seed=1)
+    for bad in ("x", 0, -1, float("nan"), float("inf"), True):
+        with pytest.raises(eplb.EplbError, match="time_limit must be a positive, finite number of seconds"):
+            eplb.place(loads, topo, "auto", time_limit=bad)
+    with pytest.raises(eplb.EplbError, match="unknown method ''; choose one of auto, balanced"):
+        eplb.place(loads, topo, "")
+    # every method takes time_limit, and a plain call still works
+    for m in ("deepseek", "balanced", "auto"):
+        assert eplb.place(loads, topo, m, time_limit=1).method == m
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_place_rejects_a_bad_time_limit_in_one_line(capsys, tmp_path, value):
+    out_file = tmp_path / "p.json"
+    code, out, err = run_cli(capsys, "place", f"--time-limit={value}", "-o", str(out_file), "-q")
+    assert code == 2 and out == "" and not out_file.exists()
+    assert err.count("\n") == 1 and "time_limit must be a positive, finite number" in err
+    code, _, err = run_cli(capsys, "place", "--method", "deepseek", "--seed", "3", "-q")
+    assert code == 2 and err.count("\n") == 1 and "method deepseek has no option 'seed'" in err

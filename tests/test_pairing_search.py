@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from solvers import pairing_solve, pairing_value
-from solvers.pairing import _choices, _neighbourhood_search, _restricted_ip
+from solvers.pairing import _Budget, _choices, _neighbourhood_search, _restricted_ip
 
 
 def all_counts(n, N, cap):
@@ -38,13 +38,13 @@ def test_restricted_ip_with_every_item_free_is_exact(inst):
     opt = brute_optimum(w, m, cap)
     free = np.ones(w.size, dtype=bool)
     ch = _choices(w, m, opt, cap)
-    got = _restricted_ip(ch, free, np.ones(w.size, dtype=np.int64), 2 * m, 5.0)
+    got = _restricted_ip(ch, free, np.ones(w.size, dtype=np.int64), 2 * m, {"time_limit": 5.0})
     assert got is not None  # the optimum is reachable
     assert got.sum() == 2 * m and got.min() >= 1 and got.max() <= cap
     assert pairing_value(w[None, :], got[None, :])[0] <= opt * (1 + 1e-9)
     below = opt * (1 - 1e-6)
     ch = _choices(w, m, below, cap)
-    assert ch is None or _restricted_ip(ch, free, np.ones(w.size, dtype=np.int64), 2 * m, 5.0) is None
+    assert ch is None or _restricted_ip(ch, free, np.ones(w.size, dtype=np.int64), 2 * m, {"time_limit": 5.0}) is None
 
 
 @settings(max_examples=40, deadline=None)
@@ -55,7 +55,7 @@ def test_restricted_ip_keeps_the_fixed_items(inst, data):
     free = np.array(data.draw(st.lists(st.booleans(), min_size=w.size, max_size=w.size)))
     T = pairing_value(w[None, :], ref[None, :])[0]  # ref itself reaches T: a solution exists
     ch = _choices(w, m, T, cap)
-    got = _restricted_ip(ch, free, ref, 2 * m, 5.0)
+    got = _restricted_ip(ch, free, ref, 2 * m, {"time_limit": 5.0})
     assert got is not None
     assert np.array_equal(got[~free], ref[~free])
     assert got.sum() == 2 * m and pairing_value(w[None, :], got[None, :])[0] <= T * (1 + 1e-9)
@@ -64,14 +64,12 @@ def test_restricted_ip_keeps_the_fixed_items(inst, data):
 @settings(max_examples=30, deadline=None)
 @given(instances, st.integers(0, 3))
 def test_neighbourhood_search_improves_and_keeps_a_valid_bound(inst, seed):
-    import time
-
     w, m, cap = unpack(inst)
     opt = brute_optimum(w, m, cap)
     start = next(iter(all_counts(w.size, 2 * m, cap)))
     v0 = pairing_value(w[None, :], start[None, :])[0]
     lo0 = w.sum() / m * (1 - 1e-9)
-    c, v, lo = _neighbourhood_search(w, m, start, v0, lo0, cap, time.perf_counter() + 5.0, 1e-3, 3e-3,
+    c, v, lo = _neighbourhood_search(w, m, start, v0, lo0, cap, _Budget(work_limit=5.0), 1e-3, 3e-3,
                                      np.random.default_rng(seed))
     assert v <= v0 and v == pytest.approx(pairing_value(w[None, :], c[None, :])[0])
     assert c.sum() == 2 * m and c.min() >= 1 and c.max() <= cap

@@ -1,7 +1,6 @@
 """``eplb place``: compute an expert placement and write its JSON."""
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 
@@ -12,7 +11,7 @@ from eplb.migration import moves
 from eplb.placement import load_placement
 from eplb._io import emit
 from eplb.errors import EplbError
-from eplb.policies import get_method, methods
+from eplb.policies import check_options, method_options, methods
 
 COMMAND = "place"
 
@@ -49,15 +48,14 @@ def register(sub) -> None:
 #: Method parameters set by their own flags or not expressible on a command line.
 _FLAGS = {"time_limit": "--time-limit", "seed": "--seed", "cross_node_budget": "--cross-node-budget",
           "previous": "--previous", "tolerance": "--tolerance"}
-_NOT_CLI = {"loads", "topology", "steps", "routing", "fresh"}
+_NOT_CLI = {"steps", "routing", "fresh"}
 
 
-def method_options(method: str, pairs: list[str]) -> dict:
-    """Parse ``KEY=VALUE`` method options against the method's keyword parameters: values are read as
-    JSON (numbers, true/false, null) or else taken as text, and must match the type of the default."""
-    params = {k: v for k, v in inspect.signature(get_method(method)).parameters.items()
-              if v.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and k not in _NOT_CLI}
-    settable = sorted(k for k in params if k not in _FLAGS)
+def parse_set(method: str, pairs: list[str]) -> dict:
+    """Parse ``KEY=VALUE`` method options: keys are checked as the Python API checks them
+    (:func:`eplb.policies.check_options`); values are read as JSON (numbers, true/false, null) or
+    else taken as text, and must match the type of the default."""
+    params = method_options(method)
     out = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -66,8 +64,9 @@ def method_options(method: str, pairs: list[str]) -> dict:
             raise EplbError(f"--set expects KEY=VALUE, got {pair!r}")
         if key in _FLAGS:
             raise EplbError(f"set {key} with {_FLAGS[key]}, not --set")
-        if key not in params:
-            raise EplbError(f"method {method} has no option {key!r}; its options: {', '.join(settable) or 'none'}")
+        check_options(method, [key])
+        if key in _NOT_CLI:
+            raise EplbError(f"option {key} of {method} takes arrays or objects; use the Python API (eplb.place)")
         try:
             value = json.loads(text)
         except ValueError:
@@ -106,7 +105,7 @@ def run(args) -> int:
     method = args.method  # None: the default (auto), which becomes migration-aware given previous
     extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
     if args.options:
-        extra.update(method_options(method or (DEFAULT_METHOD if previous is None else "auto"), args.options))
+        extra.update(parse_set(method or (DEFAULT_METHOD if previous is None else "auto"), args.options))
     placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
                       cross_node_budget=args.cross_node_budget, **extra)
     ev = evaluate(placement, loads.loads, bound=placement.info.get("bound"))

@@ -17,7 +17,7 @@ import numpy as np
 from eplb.policies import PolicyOutput, register
 from eplb.policies.balanced import balanced_plan
 from eplb.policies.deepseek import deepseek
-from eplb.policies.exact import _gpu_max, basic_bounds, exact_plan
+from eplb.policies.exact import MIN_PROCESS_WORK, PROCESS_START_S, _cpus, _gpu_max, basic_bounds, exact_plan
 from eplb.topology import Topology
 
 __all__ = ["auto_plan"]
@@ -33,7 +33,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
     start = time.perf_counter()
     w = np.asarray(loads, dtype=np.float64)
     G = topology.num_gpus
-    ours, counts = balanced_plan(w, topology)
+    ours, _ = balanced_plan(w, topology)
     ref = deepseek(w, topology, tie_order=tie_order).phy2log
     m_ours, m_ref = _gpu_max(w, ours, G), _gpu_max(w, ref, G)
     use_ref = m_ref < m_ours
@@ -45,14 +45,17 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
         gap = gmax / np.maximum(basic_bounds(w, topology), 1e-300)
         todo = np.nonzero(gap > 1 + 1e-3)[0]
         if todo.size and left > 0.05:
-            workers = 4
-            per_layer = min(2.0, 0.8 * left * workers / todo.size)
+            # layers run side by side (threads; processes for two slots per GPU when the budget
+            # pays for starting them, about a second each); each round of them gets its share
+            if topology.slots_per_gpu == 2:
+                workers = _cpus() if left >= MIN_PROCESS_WORK else 1
+                left -= PROCESS_START_S if workers > 1 else 0.0
+            else:
+                workers = min(4, _cpus())
+            rounds = -(-todo.size // workers)
+            per_layer = min(2.0, 0.8 * left / rounds)
             if per_layer >= 0.05:
-                # counts of the start plan: balanced rows where it won, else the reference's
-                cnt = np.zeros_like(counts)
-                np.add.at(cnt, (np.repeat(np.arange(w.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
-                p2l, _, _ = exact_plan(w, topology, time_limit=per_layer, layers=todo, start=(phy2log, cnt),
-                                       workers=workers)
+                p2l, _, _ = exact_plan(w, topology, time_limit=per_layer, layers=todo, start=phy2log, workers=workers)
                 phy2log = p2l
                 info["exact_layers"] = int(todo.size)
     bound = basic_bounds(w, topology)
@@ -64,12 +67,16 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
 
 @register("auto", "the best plan within the time budget, never worse than deepseek on any layer (default)")
 def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float | None = None,
-         time_limit: float | None = None, tie_order: str = "auto", **_) -> PolicyOutput:
-    phy2log, info = auto_plan(loads, topology, time_limit=time_limit, tie_order=tie_order)
+         time_limit: float | None = None, tie_order: str = "auto") -> PolicyOutput:
+    start = time.perf_counter()
+    # with previous, the fresh plan gets half of the time limit and migration the rest
+    plan_limit = time_limit if previous is None or time_limit is None else time_limit / 2
+    phy2log, info = auto_plan(loads, topology, time_limit=plan_limit, tie_order=tie_order)
     fresh = PolicyOutput(phy2log, info=info)
     if previous is None:
         return fresh
     from eplb.migration import migrate  # imports eplb.policies: loaded on use
 
     tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    return migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=time_limit)
+    left = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
+    return migrate(loads, topology, previous, tolerance=tol, fresh=fresh, time_limit=left)

@@ -61,6 +61,8 @@ def slots_from_bins(labels: np.ndarray, bin_of: np.ndarray) -> np.ndarray:
 
 
 @register("balanced", "fast heuristic: counts and packing together, no duplicate replicas on a GPU, local search")
-def balanced(loads: np.ndarray, topology: Topology, **_) -> PolicyOutput:
+def balanced(loads: np.ndarray, topology: Topology, time_limit: float | None = None) -> PolicyOutput:
+    """No search: finishes at once whatever ``time_limit``. A heuristic without a per-layer promise
+    against ``deepseek``; method ``auto`` keeps, per layer, the better of the two."""
     phy2log, _ = balanced_plan(loads, topology)
     return PolicyOutput(phy2log, info={"policy": "balanced"})

@@ -119,7 +119,9 @@ def deepseek_rebalance(
 
 
 @register("deepseek", "DeepSeek's reference EPLB: hierarchical when groups divide over nodes, else global")
-def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto", **_) -> PolicyOutput:
+def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
+             time_limit: float | None = None) -> PolicyOutput:
+    """No search: finishes at once whatever ``time_limit``."""
     phy2log, log2phy, _ = deepseek_rebalance(
         loads, topology.num_slots, topology.num_groups, topology.num_nodes, topology.num_gpus, tie_order
     )
@@ -128,6 +130,8 @@ def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto", **_
 
 
 @register("deepseek-global", "DeepSeek's reference EPLB forced to its global policy (groups and nodes ignored)")
-def deepseek_global(loads: np.ndarray, topology: Topology, tie_order: str = "auto", **_) -> PolicyOutput:
+def deepseek_global(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
+                    time_limit: float | None = None) -> PolicyOutput:
+    """No search: finishes at once whatever ``time_limit``."""
     phy2log, log2phy, _ = deepseek_rebalance(loads, topology.num_slots, 1, 1, topology.num_gpus, tie_order)
     return PolicyOutput(phy2log, log2phy, info={"policy": "global"})

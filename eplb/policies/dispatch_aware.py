@@ -24,9 +24,15 @@ On the ring the best split has a closed form: the per-step max is the largest av
 arcs of consecutive GPUs (single-replica load on the arc plus the replicated experts whose
 replicas all lie on it), since load can flow between neighbours only through shared experts.
 This is what ``water-fill`` approaches from the step's expert counts.
+
+It plans for dispatchers that move tokens between replicas at every step, so its even-split
+max GPU load is not what it minimizes and it makes no promise to be at least as good as
+``deepseek`` on it (layers whose ring cannot close fall back to ``balanced`` when that balances
+the long window better). ``time_limit`` covers the whole call, step sampling included.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -83,20 +89,31 @@ def ring_layout(counts: np.ndarray, per_replica: np.ndarray, num_gpus: int) -> t
     return order, spans, start
 
 
+@functools.lru_cache(maxsize=8)
+def _arcs(num_gpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every arc of consecutive ring positions (each start, lengths 1..W-1), then the whole ring:
+    ``starts`` [A], ``lengths`` [A] and ``members`` [A, W] float64 (read-only, shared)."""
+    W = num_gpus
+    starts = np.concatenate([np.repeat(np.arange(W), W - 1), [0]])
+    lengths = np.concatenate([np.tile(np.arange(1, W), W), [W]])
+    members = ((np.arange(W)[None, :] - starts[:, None]) % W < lengths[:, None]).astype(np.float64)
+    for a in (starts, lengths, members):
+        a.setflags(write=False)
+    return starts, lengths, members
+
+
 def _arc_tables(spans: list, num_gpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arcs of consecutive ring positions (every start, lengths 1..W-1, plus the whole ring).
 
     Returns ``members`` [A, W] float64 (1 where the GPU is on the arc), ``trapped`` [A, n]
     float64 (1 where all replicas of ring expert j lie on the arc) and ``length`` [A]."""
-    W = num_gpus
-    starts = np.repeat(np.arange(W), W - 1)
-    lengths = np.tile(np.arange(1, W), W)
-    offset = (np.arange(W)[None, :] - starts[:, None]) % W
-    members = offset < lengths[:, None]  # [A, W]
-    members = np.concatenate([members, np.ones((1, W), bool)])
-    lengths = np.concatenate([lengths, [W]])
-    trapped = np.stack([members[:, s].all(axis=1) for s in spans], axis=1) if spans else np.zeros((lengths.size, 0), bool)
-    return members.astype(np.float64), trapped.astype(np.float64), lengths.astype(np.float64)
+    starts, lengths, members = _arcs(num_gpus)
+    first = np.array([int(sp[0]) for sp in spans], dtype=np.int64)
+    size = np.array([len(sp) for sp in spans], dtype=np.int64)
+    # a span (consecutive positions) lies on an arc when it starts on it and ends before its end
+    trapped = (first[None, :] - starts[:, None]) % num_gpus + size[None, :] <= lengths[:, None]
+    trapped[-1] = True  # the whole ring
+    return members, trapped.astype(np.float64), lengths.astype(np.float64)
 
 
 def arc_step_max(single_gpu: np.ndarray, ring_loads: np.ndarray, members: np.ndarray, trapped: np.ndarray,
@@ -255,7 +272,7 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
 def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps: int = 32,
                    tokens_per_step: int | None = None, tokens_per_request: int = 1024,
                    request_concentration: float = 0.5, kappa: float = 1.0, step_slack: float = 1e-4,
-                   search: bool = True, seed: int = 0, time_limit: float = 30.0, **_) -> PolicyOutput:
+                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
     """loads: [L, E]. steps: optional per-step loads [S, L, E] for the local search; by default
     ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in requests of
     ``tokens_per_request`` are sampled from the loads. kappa: replica counts are planned on
@@ -264,6 +281,7 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     steps are sampled only when the search or kappa needs them."""
     from traces.routing import sample_step_loads
 
+    deadline = time.perf_counter() + float(time_limit)  # the whole call, sampling included
     w = np.asarray(loads, dtype=np.float64)
     L, E = w.shape
     W = topology.num_gpus
@@ -290,12 +308,12 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
         plan_w = w
     # one replica per GPU at most, unless the slots cannot be filled that way
     cap = W if W * E >= topology.num_slots else topology.num_slots - E + 1
-    deadline = time.perf_counter() + float(time_limit)
     out = np.empty((L, topology.num_slots), dtype=np.int64)
     closed = []
     searched = 0
     for l in range(L):
-        layer_deadline = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (L - l)
+        # the layer's share of the time left, less a tenth kept for the steps after the search
+        layer_deadline = time.perf_counter() + 0.9 * max(0.0, deadline - time.perf_counter()) / (L - l)
         out[l], c, s = _layer(w[l], plan_w[l], steps[:, l] if (search and steps is not None) else None,
                               topology, cap, search, step_slack, layer_deadline)
         closed.append(c)

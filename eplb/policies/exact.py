@@ -1,13 +1,23 @@
 """Exact placement for the even-split model, layer by layer, with a proven gap.
 
-Each layer starts from the ``balanced`` plan. With two slots per GPU the replica counts are
-searched by an integer program over counts (HiGHS), whose bisection also certifies a lower
-bound; the replicas are then paired largest-with-smallest. With more slots per GPU the
-balanced plan's counts are kept and the packing is solved by OR-Tools CP-SAT (or a PuLP MIP
-with HiGHS or CBC), warm-started from the balanced packing. Layers are solved in parallel, each
-with its own time limit (threads for CP-SAT and PuLP, which release the GIL; processes for the
-two-slot search, whose scipy HiGHS calls hold it), and a layer keeps whichever of the two plans
-is better, so the result is never worse than ``balanced``.
+Each layer starts from the better of the ``balanced`` and ``deepseek`` plans. With two slots
+per GPU the replica counts are searched by an integer program over counts (HiGHS), whose
+bisection also certifies a lower bound; the replicas are then paired largest-with-smallest.
+With more slots per GPU the start plan's counts are kept and the packing is solved by OR-Tools
+CP-SAT (or a PuLP MIP with HiGHS or CBC), warm-started from the start packing (from the
+balanced plan where DeepSeek's puts two replicas of an expert on one GPU). Layers are solved in
+parallel, each within its own time limit, model building included (threads for CP-SAT and PuLP,
+which release the GIL; processes for the two-slot search, whose scipy HiGHS calls hold it), and
+a layer keeps whichever of the start and the search's plan is better, so no layer is worse than
+``balanced`` or ``deepseek``.
+
+Limits: ``time_limit`` is wall-clock seconds per layer (default 2). ``work_limit`` is a
+deterministic budget per layer instead: CP-SAT's deterministic time (about a second of search on
+one core per unit), :data:`solvers.exact.NODES_PER_WORK` branch-and-bound nodes per unit for the
+PuLP backends, and :data:`solvers.pairing.SOLVES_PER_WORK` LP and integer-program solves per unit
+for the two-slot search. Given alone, it makes the plan and its bound the same on any machine,
+under any load and for any number of workers; given with ``time_limit``, whichever runs out
+first stops a layer.
 
 ``info`` reports, per layer, the certified lower bound (``bound``), the gap (max GPU load /
 bound) and the status ("optimal" when the gap is within ``tol``).
@@ -21,8 +31,9 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, register
+from eplb.policies import PolicyOutput, check_time_limit, register
 from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
+from eplb.policies.deepseek import deepseek
 from eplb.topology import Topology
 from solvers import (BACKENDS, average_bound, expand_counts, lpt_pack_distinct, pack_exact, pack_pairs_distinct,
                      pairing_solve, replica_bound, swap_improve)
@@ -34,6 +45,9 @@ DEFAULT_LAYER_TIME = 2.0
 
 #: Two-slot layers go to worker processes (by default) only when their time limits add up to this many seconds.
 MIN_PROCESS_WORK = 10.0
+
+#: Seconds to allow for starting the worker processes.
+PROCESS_START_S = 2.0
 
 
 def basic_bounds(loads: np.ndarray, topology: Topology) -> np.ndarray:
@@ -57,20 +71,38 @@ def _gpu_max(w: np.ndarray, phy2log: np.ndarray, G: int) -> np.ndarray:
     return per.reshape(w.shape[0], G, -1).sum(axis=2).max(axis=1)
 
 
+def _counts(phy2log: np.ndarray, num_experts: int) -> np.ndarray:
+    """phy2log [L, R] -> replica counts [L, E]."""
+    cnt = np.zeros((phy2log.shape[0], num_experts), dtype=np.int64)
+    np.add.at(cnt, (np.repeat(np.arange(phy2log.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
+    return cnt
+
+
+def _searchable(phy2log: np.ndarray, counts: np.ndarray, topology: Topology) -> np.ndarray:
+    """[L] bool: the plan can seed the search (no count above the replica cap, no GPU holding two
+    replicas of one expert)."""
+    L, R = phy2log.shape
+    S = topology.slots_per_gpu
+    per_gpu = np.sort(phy2log.reshape(L, R // S, S), axis=2)
+    distinct = ~(per_gpu[:, :, 1:] == per_gpu[:, :, :-1]).any(axis=(1, 2))
+    return distinct & (counts.max(axis=1) <= replica_cap(counts.shape[1], topology))
+
+
 def _solve_layer(w: np.ndarray, counts: np.ndarray, phy2log: np.ndarray, topology: Topology, lower: float,
-                 time_limit: float, backend: str, tol: float):
+                 time_limit: float | None, work_limit: float | None, backend: str, tol: float):
     """One layer: returns (phy2log [R], bound)."""
     G, S = topology.num_gpus, topology.slots_per_gpu
     cap = replica_cap(w.size, topology)
     if S == 2:
         res = pairing_solve(w, G, counts0=counts, max_count=cap, lower=lower, tol=max(tol, 1e-3),
-                            time_limit=time_limit)
+                            time_limit=time_limit, work_limit=work_limit)
         p2l = _pack_rows(w[None, :], res.counts[None, :], G)[0]
         return p2l, max(lower, res.bound)
     E = w.size
     start = np.zeros((E, G), dtype=np.int64)
     np.add.at(start, (phy2log, np.arange(phy2log.size) // S), 1)
-    res = pack_exact(w / counts, counts, G, S, start=start, lower=lower, time_limit=time_limit, backend=backend)
+    res = pack_exact(w / counts, counts, G, S, start=start, lower=lower, time_limit=time_limit,
+                     work_limit=work_limit, backend=backend)
     bins = np.repeat(np.arange(G)[None, :], E, axis=0)
     labels = np.repeat(np.arange(E), res.assign.sum(axis=1))
     bin_of = np.concatenate([np.repeat(bins[e], res.assign[e]) for e in range(E)])
@@ -80,8 +112,8 @@ def _solve_layer(w: np.ndarray, counts: np.ndarray, phy2log: np.ndarray, topolog
 def _solve_layers(args):
     """Worker entry point for the two-slot layers run in other processes: a list of layers in, their
     (phy2log, bound) out."""
-    jobs, topology, time_limit, backend, tol = args
-    return [_solve_layer(w, c, p, topology, lower, time_limit, backend, tol) for w, c, p, lower in jobs]
+    jobs, topology, time_limit, work_limit, backend, tol = args
+    return [_solve_layer(w, c, p, topology, lower, time_limit, work_limit, backend, tol) for w, c, p, lower in jobs]
 
 
 def _cpus() -> int:
@@ -91,46 +123,66 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None, backend: str = "cpsat",
-               workers: int | None = None, tol: float = 1e-3, layers: np.ndarray | None = None,
-               start: tuple[np.ndarray, np.ndarray] | None = None):
+def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
+               work_limit: float | None = None, backend: str = "cpsat", workers: int | None = None,
+               tol: float = 1e-3, layers: np.ndarray | None = None, start: np.ndarray | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
-    time_limit: seconds per layer (default 2); workers: layers solved at once (default: with two
-    slots per GPU, one worker process per available CPU when the layers' time limits add up to at
-    least MIN_PROCESS_WORK seconds, else one at a time in this process; with more slots, up to 4
-    threads); tol: layers within this fraction of their
-    certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
-    the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
+    time_limit: wall-clock seconds per layer (default 2, or none when a work_limit is given);
+    work_limit: deterministic budget per layer (see the module notes); workers: layers solved at
+    once (default: with two slots per GPU, one worker process per available CPU when the layers'
+    time limits add up to at least MIN_PROCESS_WORK seconds, else one at a time in this process;
+    with more slots, up to 4 threads); tol: layers within this fraction of their certified bound
+    are proven good enough and not searched; layers: [k] row indices to solve (the others keep
+    the start plan); start: phy2log [L, R] to start from (default: per layer the better of
+    balanced and deepseek). No layer ends worse than its start.
     """
     if backend not in BACKENDS:
         raise EplbError(f"unknown exact backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     w = np.asarray(loads, dtype=np.float64)
-    L = w.shape[0]
+    L, E = w.shape
     G = topology.num_gpus
-    tl = DEFAULT_LAYER_TIME if time_limit is None else float(time_limit)
-    if tl <= 0:
-        raise EplbError(f"time_limit must be positive, got {time_limit}")
-    phy2log, counts = start if start is not None else balanced_plan(w, topology)
-    phy2log = np.array(phy2log, copy=True)
+    if time_limit is not None or work_limit is None:
+        tl = DEFAULT_LAYER_TIME if time_limit is None else check_time_limit(time_limit)
+    else:
+        tl = None
+    if work_limit is not None:
+        if isinstance(work_limit, bool) or not isinstance(work_limit, (int, float)) or not 0 < work_limit < np.inf:
+            raise EplbError(f"work_limit must be a positive, finite number, got {work_limit!r}; give e.g. work_limit=1")
+        work_limit = float(work_limit)
+    init, init_counts = balanced_plan(w, topology)
+    if start is None:
+        ref = deepseek(w, topology).phy2log
+        use_ref = _gpu_max(w, ref, G) < _gpu_max(w, init, G)
+        start = np.where(use_ref[:, None], ref, init)
+    phy2log = np.array(start, dtype=np.int64, copy=True)
+    counts = _counts(phy2log, E)
+    # the search starts from the start plan where it can, else from balanced
+    ok = _searchable(phy2log, counts, topology)
+    init = np.where(ok[:, None], phy2log, init)
+    init_counts = np.where(ok[:, None], counts, init_counts)
     lower = basic_bounds(w, topology)
     bound = lower.copy()
     rows = np.arange(L) if layers is None else np.asarray(layers, dtype=np.int64)
     # layers already within tol of their bound need no search
     start_max = _gpu_max(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
+    # an expert with more replicas than GPUs (more slots than GPUs x experts) puts two on one GPU,
+    # which the search's model rules out: such layers keep their start
+    rows = rows[init_counts[rows].max(axis=1) <= G]
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise EplbError(f"workers must be a positive integer, got {workers!r}")
     if topology.slots_per_gpu == 2:
         # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
         # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
         # unless the search is too short to pay for starting them (about a second each)
-        procs = min(int(workers or (_cpus() if tl * len(rows) >= MIN_PROCESS_WORK else 1)), len(rows))
-        jobs = [(w[i], counts[i], phy2log[i], float(lower[i])) for i in rows]
+        work = (tl if tl is not None else work_limit) * len(rows)
+        procs = min(int(workers or (_cpus() if work >= MIN_PROCESS_WORK else 1)), len(rows))
+        jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
         if procs <= 1:
-            results = _solve_layers((jobs, topology, tl, backend, tol))
+            results = _solve_layers((jobs, topology, tl, work_limit, backend, tol))
         else:
-            parts = [(jobs[k::procs], topology, tl, backend, tol) for k in range(procs)]
+            parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
             with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 done = list(pool.map(_solve_layers, parts))
             results = [None] * len(jobs)
@@ -138,7 +190,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
                 results[k::procs] = part
     else:
         def job(i):
-            return _solve_layer(w[i], counts[i], phy2log[i], topology, float(lower[i]), tl, backend, tol)
+            return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
 
         with ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus()))) as pool:
             results = list(pool.map(job, rows))
@@ -159,9 +211,14 @@ def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
 
 
 @register("exact", "exact solver per layer (CP-SAT; pairing MIP for 2 slots/GPU), time-limited, with proven gaps")
-def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str = "cpsat",
-          workers: int | None = None, tol: float = 1e-3, **_) -> PolicyOutput:
-    phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, backend=backend, workers=workers, tol=tol)
+def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, work_limit: float | None = None,
+          backend: str = "cpsat", workers: int | None = None, tol: float = 1e-3) -> PolicyOutput:
+    """time_limit: wall-clock seconds per layer (default 2; the whole call takes about layers x
+    time_limit / workers); work_limit: a deterministic budget per layer instead, for results that
+    do not depend on the machine or its load (see the module notes). Never worse than
+    ``deepseek`` or ``balanced`` on any layer."""
+    phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, work_limit=work_limit, backend=backend,
+                                      workers=workers, tol=tol)
     return PolicyOutput(phy2log, info={"policy": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
 
 
@@ -175,10 +232,13 @@ def _highs_available() -> bool:
 
 
 @register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS, else CBC), time-limited, with proven gaps")
-def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None, backend: str | None = None,
-              workers: int | None = None, tol: float = 1e-3, **_) -> PolicyOutput:
+def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
+              work_limit: float | None = None, backend: str | None = None, workers: int | None = None,
+              tol: float = 1e-3) -> PolicyOutput:
+    """As method ``exact`` (same limits and promise), solving each layer's packing with PuLP."""
     if backend is None:  # HiGHS needs the highspy package; CBC ships with PuLP
         backend = "highs" if _highs_available() else "cbc"
     if backend == "cpsat":
         raise EplbError("exact-mip solves with PuLP; use backend 'highs' or 'cbc' (or method 'exact' for CP-SAT)")
-    return exact(loads, topology, time_limit=time_limit, backend=backend, workers=workers, tol=tol)
+    return exact(loads, topology, time_limit=time_limit, work_limit=work_limit, backend=backend, workers=workers,
+                 tol=tol)

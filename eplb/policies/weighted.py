@@ -74,10 +74,12 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 
 
 @register("weighted", "placement for weighted dispatch: chained hot experts plus LP-optimal shares per replica")
-def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None, base: str | None = None,
-             **_) -> PolicyOutput:
+def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
+             base: str | None = None) -> PolicyOutput:
     """base: an even-split method whose placement (with optimal shares) is also tried in each
-    layer, besides DeepSeek's global policy (default: "auto" when it is registered)."""
+    layer, besides DeepSeek's global policy (default: "auto" when it is registered; with it no
+    layer is worse than ``deepseek``, since optimal shares never do worse than an even split).
+    time_limit: seconds for the whole call (half of it for the base plan)."""
     from eplb.policies import get_method, methods
 
     w = np.asarray(loads, dtype=np.float64)
@@ -92,7 +94,9 @@ def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = N
     shares, value = shares_for(w, phy2log, topology)
     phy2log = phy2log.copy()
     if base is not None:
-        other = np.array(get_method(base)(w, topology, time_limit=time_limit).phy2log, dtype=np.int64)
+        # the base plan gets half of the time left, the chains what remains after it
+        base_limit = None if time_limit is None else max(1e-3, 0.5 * (time_limit - (time.perf_counter() - start)))
+        other = np.array(get_method(base)(w, topology, time_limit=base_limit).phy2log, dtype=np.int64)
         other_shares, other_value = shares_for(w, other, topology)
         better = other_value < value * (1 - 1e-12)
         phy2log[better], shares[better], value[better] = other[better], other_shares[better], other_value[better]
