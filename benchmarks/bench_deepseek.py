@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import eplb
+from eplb._stamp import write_results
 from eplb.policies.deepseek import deepseek_rebalance
 from traces import load_workload, workloads
 
@@ -107,7 +108,7 @@ def main() -> None:
             f"{statistics.median(r['ours_ms'] for r in sub):.1f} ms (torch ties) / "
             f"{statistics.median(r['stable_ms'] for r in sub):.1f} ms (stable)"
         )
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_results(args.out, "\n".join(lines) + "\n", __file__)
     print("\n".join(lines))
 
 

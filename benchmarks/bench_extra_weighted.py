@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import eplb
+from eplb._stamp import write_results
 from eplb.policies.weighted import optimal_shares
 from traces import load_workload, workloads
 
@@ -81,7 +82,7 @@ def main() -> None:
         "every GPU; with 32 spare slots it rarely helps, so `weighted` keeps DeepSeek's global placement with "
         "optimal shares there. Its balance is bounded by the largest replica (see `eplb plan-redundancy`).",
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_results(args.out, "\n".join(lines) + "\n", __file__)
     print(f"wrote {args.out}")
 
 
