@@ -141,7 +141,7 @@ def stamp_line(command: str, script: str | os.PathLike | None, body: str) -> str
     """The stamp of a results file whose text below the stamp is ``body``, produced by ``command``
     (running ``script``, a file of this checkout, if any) in this process."""
     modules = _package_modules()
-    files = {Path(sys.modules[m].__file__).resolve() for m in modules}
+    files = {Path(sys.modules[m].__file__).resolve() for m in modules if m != __name__}  # the stamp itself: no number
     if script is not None:
         files.add(Path(script).resolve())
     sources = {p.relative_to(ROOT).as_posix(): source_hash(p) for p in files if p.is_relative_to(ROOT)}
