@@ -18,10 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CITE = re.compile(r"benchmarks/results/[\w.-]+\.md|benchmarks/RESULTS\.md|(?<![\w/])bench_\w+\.md")
-NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:x|k|M|B|%)?(?![\w])")
+NUMBER = re.compile(r"(?:(?<![\w.])|(?<=[\s(]x))(?<![A-Za-z]-)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:x|k|M|B|%)?(?![\w])")
 DATE = re.compile(r"\b\d{4}-\d{2}(?:-\d{2})?\b")
 CODE_SPAN = re.compile(r"`[^`]*`")
 LINK = re.compile(r"\]\([^)]*\)|https?://\S+")
+LIST_MARK = re.compile(r"^\s*(?:[-*]|\d+\.)\s", re.M)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def numbers(text: str, *, prose: bool = True) -> list[str]:
         text = LINK.sub(" ", text)
         text = CITE.sub(" ", text)
         text = DATE.sub(" ", text)
+        text = LIST_MARK.sub(" ", text)
     return [m.group(1) + (m.group(2) or "") for m in NUMBER.finditer(text)]
 
 
@@ -60,7 +62,7 @@ def value(token: str) -> tuple[float, int]:
 
 def blocks(path: Path) -> list[Block]:
     """The prose blocks of a Markdown file with the results files each cites (see the module)."""
-    rel = path.relative_to(ROOT).as_posix()
+    rel = path.resolve().relative_to(ROOT).as_posix() if path.resolve().is_relative_to(ROOT) else path.name
     lines = path.read_text(encoding="utf-8").splitlines()
     out: list[Block] = []
     headings: list[tuple[int, list[str]]] = []  # (level, cites) of the headings above
@@ -128,12 +130,16 @@ def matches(token: str, found: list[tuple[float, int, str]]) -> bool:
     return False
 
 
-def problems(path: Path, exempt=frozenset()) -> list[str]:
+def problems(path: Path, exempt=frozenset(), inputs=(), pending=()) -> list[str]:
     """Every quoted number of ``path`` that its cited results files do not hold, and every block that
-    quotes numbers without citing a results file, as one line each."""
+    quotes numbers without citing a results file, as one line each. Blocks starting with a prefix in
+    ``inputs`` hold sourced inputs, not measurements, and are skipped; so are blocks starting with a
+    prefix in ``pending`` (claims another change is about to settle)."""
     out = []
     cache: dict[str, list] = {}
     for b in blocks(path):
+        if b.text.lstrip().startswith(tuple(inputs) + tuple(pending)):
+            continue
         toks = [t for t in numbers(b.text) if t not in exempt]
         if not toks:
             continue
