@@ -2,8 +2,8 @@
 
 Used by tests/test_claims.py. A Markdown file is cut into blocks: paragraphs, list items and tables
 (fenced and indented code is skipped, so are inline code spans). A block cites a results file when it
-names ``benchmarks/results/X.md``, ``benchmarks/RESULTS.md`` or a bare ``bench_X.md``; a table also
-takes the citations of the paragraph just before it, and every block takes those of the headings it
+names ``benchmarks/results/X.md``, ``benchmarks/RESULTS.md`` or a bare ``bench_X.md``; a table or a
+list also takes the citations of the paragraph just before it, and every block takes those of the headings it
 sits under. Every number of a citing block must appear in a cited file, as written or as the same
 value at the precision written (``1.73`` matches ``1.7312``, ``9`` matches ``8.8``); a block that
 quotes a number without citing a file is a problem of its own. Tokens in ``exempt`` (preset sizes,
@@ -77,12 +77,13 @@ def blocks(path: Path) -> list[Block]:
         if cur:
             text = "\n".join(cur)
             cites = cited_files(text)
-            if kind == "table":
+            if kind in ("table", "item"):
                 cites = cites + [c for c in prev_para_cites if c not in cites]
             for _, hc in headings:
                 cites += [c for c in hc if c not in cites]
             out.append(Block(rel, start + 1, text, tuple(cites)))
-            prev_para_cites = cited_files(text) if kind != "table" else []
+            if kind == "para":
+                prev_para_cites = cited_files(text)
         cur, kind = [], None
 
     for i, line in enumerate(lines):
