@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eplb.cost import decode_rank_time, prefill_rank_time  # noqa: E402
+from eplb._stamp import write_results  # noqa: E402
 from eplb.dp import DEFAULTS, Batch, RankState, make_policy, max_over_mean, simulate  # noqa: E402
 from eplb.dp.policies import BASELINES  # noqa: E402
 from solvers.assign import greedy_assign  # noqa: E402
@@ -436,7 +437,7 @@ def main():
     print(text)
     if not args.quick:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_results(args.out, text, __file__)
         print(f"wrote {os.path.relpath(args.out)}")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import eplb
+from eplb._stamp import write_results
 from eplb.migration import DEEPSEEK_V3_EXPERT_BYTES, fresh_plan, migrate, moves
 from solvers.migration import align_slots
 from traces import load_workload, workloads
@@ -152,7 +153,7 @@ def main() -> None:
                 f"{imbalance(out.phy2log, None, lb, topo).mean():.4f} |")
             print(lines[-1])
     lines += ["", f"One expert = {DEEPSEEK_V3_EXPERT_BYTES:,} bytes (3 x 7168 x 2048 FP8 + FP32 128x128 block scales)."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_results(args.out, "\n".join(lines) + "\n", __file__)
     print(f"wrote {args.out}")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import eplb
+from eplb._stamp import write_results
 from eplb.redundancy import plan_redundancy
 from traces import load_workload, workloads
 
@@ -99,7 +100,7 @@ def main() -> None:
         "decode unit (144 GPUs) with 2 slots per GPU (32 spare) is limited by its hottest experts (the bound itself "
         "is above 1); the tables give the spare slots that would remove that limit.",
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_results(args.out, "\n".join(lines) + "\n", __file__)
     print(f"wrote {args.out}")
 
 

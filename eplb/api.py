@@ -83,7 +83,14 @@ def _check_int(name: str, value) -> int:
 
 def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int, *,
                       method: str | None = None, **options):
-    """Drop-in for DeepSeek's ``eplb.rebalance_experts``, with its exact semantics.
+    """Drop-in for DeepSeek's ``eplb.rebalance_experts``: the same arguments, output arrays and layout.
+
+    The placement comes from ``method`` (default :data:`DEFAULT_METHOD`, ``"auto"``: per layer the
+    better of ``balanced`` and ``deepseek``, so never a heavier GPU than the reference on any layer,
+    but in general different arrays). ``method="deepseek"`` reproduces the reference itself: its
+    ``phy2log``, ``log2phy`` and ``logcnt`` bit for bit when torch is imported (ties between equal
+    loads broken as torch's sort breaks them), and with the same per-GPU loads but possibly another
+    order among equally loaded experts without torch.
 
     weight: [L, E] loads; num_replicas: physical slots per layer (a multiple of num_gpus);
     num_groups: expert groups; num_nodes: nodes; num_gpus: GPUs (a multiple of num_nodes).

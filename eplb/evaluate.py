@@ -9,7 +9,29 @@ from eplb.errors import EplbError
 from eplb.placement import Placement
 from solvers import average_bound, replica_bound
 
-__all__ = ["Evaluation", "evaluate", "gpu_loads", "lower_bound"]
+__all__ = ["Evaluation", "Summary", "evaluate", "gpu_loads", "lower_bound"]
+
+_SUMMARY_ROWS = (  # (key, label, format)
+    ("layers", "layers", "d"),
+    ("imbalance_mean", "max/mean GPU load, mean over layers", ".4f"),
+    ("imbalance_worst", "max/mean GPU load, worst layer", ".4f"),
+    ("worst_layer", "worst layer (model layer id)", "d"),
+    ("balancedness", "balancedness (sum of means / sum of maxima)", ".4f"),
+    ("node_imbalance_mean", "max/mean node load, mean over layers", ".4f"),
+    ("bound_over_mean", "certified lower bound / mean, mean over layers", ".4f"),
+    ("gap_mean", "gap to the lower bound, mean over layers", ".4f"),
+    ("gap_worst", "gap to the lower bound, worst layer", ".4f"),
+)
+
+
+class Summary(dict):
+    """Whole-model figures of an :class:`Evaluation`: a dict (keys as in ``to_dict()``) that prints as a
+    two-column table."""
+
+    def __str__(self) -> str:
+        rows = [(label, format(self[key], fmt)) for key, label, fmt in _SUMMARY_ROWS if key in self]
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label:<{width}}  {val}" for label, val in rows)
 
 
 def gpu_loads(placement: Placement, loads: np.ndarray) -> np.ndarray:
@@ -48,9 +70,10 @@ class Evaluation:
     lower_bound: np.ndarray
     gap: np.ndarray
 
-    def summary(self) -> dict:
-        """Whole-model figures: means over layers, worst layer, and vLLM's aggregate balancedness."""
-        return {
+    def summary(self) -> Summary:
+        """Whole-model figures: means over layers, worst layer, and vLLM's aggregate balancedness; a
+        dict that prints as a readable table (``print(ev.summary())``)."""
+        return Summary({
             "layers": int(self.layers.size),
             "imbalance_mean": float(self.imbalance.mean()),
             "imbalance_worst": float(self.imbalance.max()),
@@ -60,7 +83,7 @@ class Evaluation:
             "bound_over_mean": float((self.lower_bound / np.where(self.mean > 0, self.mean, 1)).mean()),
             "gap_mean": float(self.gap.mean()),
             "gap_worst": float(self.gap.max()),
-        }
+        })
 
     def to_dict(self) -> dict:
         return {

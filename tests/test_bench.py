@@ -5,6 +5,7 @@ import pytest
 
 import eplb
 import traces
+from eplb._stamp import check, read_stamp
 from eplb.cli import main
 from eplb.commands.bench import bench_rows, moved_fraction, perturb, render
 
@@ -43,7 +44,14 @@ def test_bench_cli_writes_file(tmp_path, capsys):
                "deepseek,auto", "--repeat", "1", "-o", str(out)])
     assert rc == 0
     text = out.read_text()
-    assert text.startswith("# Placement benchmark") and "| deepseek-v3-decode | prefill_in512 | auto |" in text
+    record, body = read_stamp(text)
+    assert body.startswith("# Placement benchmark") and "| deepseek-v3-decode | prefill_in512 | auto |" in body
+    # the stamp names what produced the table, and is current
+    assert record["command"].startswith("eplb bench --workloads prefill_in512 --presets deepseek-v3-decode")
+    assert "eplb/commands/bench.py" in record["sources"] and "solvers/packing.py" in record["sources"]
+    assert "traces/data/deepseek-v3/prefill_in512.json" in record["data"]
+    assert check(text) == []
+    assert check(text.replace("| auto |", "| auto* |")) == ["its text was edited after the run"]
 
 
 def test_bench_cli_rejects_unknown_workload(tmp_path, capsys):

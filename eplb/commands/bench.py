@@ -3,6 +3,7 @@ real workloads, side by side for DeepSeek's reference and our methods; writes a 
 (benchmarks/RESULTS.md by default)."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import numpy as np
 
 from eplb._io import emit
+from eplb._stamp import stamped
 from eplb.api import place
 from eplb.errors import EplbError
 from eplb.evaluate import evaluate
@@ -196,14 +198,30 @@ def render(rows, exact_gaps, args_line: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _command_line(args) -> str:
+    """``eplb bench`` with the options that differ from their defaults (what reproduces the table)."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    defaults = vars(parser.parse_args(["bench"]))
+    parts = ["eplb bench"]
+    for key in ("workloads", "presets", "methods", "exact", "exact_time_limit", "repeat", "noise", "seed"):
+        value = getattr(args, key)
+        if value != defaults[key]:
+            flag = "--" + key.replace("_", "-")
+            parts.append(flag if value is True else f"{flag} {value}")
+    if args.output not in (defaults["output"], "-"):
+        parts.append(f"-o {args.output}")
+    return " ".join(parts)
+
+
 def run(args) -> int:
     wl = _split(args.workloads, workloads(), "workload")
     pr = _split(args.presets, PRESETS, "preset")
     ms = _split(args.methods, all_methods(), "method")
     if "deepseek" not in ms:
         ms = ["deepseek"] + ms
-    line = "eplb bench" + (" --exact" if args.exact else "")
+    line = _command_line(args)
     rows, gaps = bench_rows(wl, pr, ms, exact=args.exact, exact_time=args.exact_time_limit, repeat=args.repeat,
                             noise=args.noise, seed=args.seed, log=lambda s: print(s, file=sys.stderr))
-    emit(render(rows, gaps, line), args.output)
+    emit(stamped(render(rows, gaps, line), line), args.output)
     return 0

@@ -1,13 +1,13 @@
 """DeepSeek's reference EPLB (deepseek-ai/EPLB ``rebalance_experts``), reimplemented in numpy.
 
-It reproduces the reference bit for bit: the same float32 arithmetic, the same greedy steps,
-ties resolved as the reference resolves them. The reference sorts with torch's unstable sort,
+With torch imported it reproduces the reference bit for bit: the same float32 arithmetic, the
+same greedy steps, ties resolved as the reference resolves them. The reference sorts with torch's unstable sort,
 so where two items carry exactly equal loads (common with integer counts: two replicas of
 different experts with the same load) their order is whatever torch's SIMD sort produces on
 that CPU. With ``tie_order="torch"`` (or "auto" when the caller has already imported torch) we
 sort with torch too and match the reference exactly; otherwise equal loads are taken in index
-order. Equal loads swap only the labels of equally
-loaded items, so the balance is identical either way.
+order. Equal loads swap only the labels of equally loaded items, so the arrays may differ from the
+reference's while replica counts and every GPU's load stay identical.
 
 Hierarchical policy (used when the expert groups divide evenly over the nodes):
 1. pack expert groups onto nodes (equal group count per node, greedy on group loads);

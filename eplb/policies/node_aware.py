@@ -7,10 +7,9 @@ balances well but spreads every group over all nodes, so tokens reach more nodes
 
 This method starts from the group-to-node packing and moves or swaps single experts between
 nodes to balance node loads, choosing the moves that cost the fewest extra RDMA destinations.
-Co-activation comes from a sample of routed tokens (a networkx graph whose edge weights count
-how often two experts are selected by the same token; by default the sample is drawn from the
-group-limited gate model of :mod:`traces.routing` with the given loads as marginals). The cost
-of a move is measured exactly on that sample: the change in the mean number of distinct nodes a
+Co-activation comes from a sample of routed tokens (a sparse token-by-expert incidence matrix; by
+default the sample is drawn from the group-limited gate model of :mod:`traces.routing` with the
+given loads as marginals). The cost of a move is measured exactly on that sample: the change in the mean number of distinct nodes a
 token reaches. The knob ``cross_node_budget`` caps that number at ``(1 + budget)`` times the
 start's: 0 allows only moves that do not add cross-node traffic, ``inf`` balances freely.
 When the groups do not divide over the nodes (the decode preset: 8 groups, 18 nodes) no
