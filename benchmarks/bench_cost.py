@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import eplb  # noqa: E402
 import traces  # noqa: E402
-from eplb._io import write_text_atomic  # noqa: E402
+from eplb._io import write_file  # noqa: E402
 from eplb.cost import (DAY, attention_spread, busiest_hour_utilisation, daily_cost, daily_revenue,  # noqa: E402
                        decode_throughput, deployment_for, fleet_plan, hardware, hourly_load, kernel_profile, margin,
                        model, moe_step_time, prefill_throughput, published_hours)
@@ -527,7 +527,7 @@ def main(argv=None) -> int:
     lines += ["", f"Total benchmark time {time.perf_counter() - t0:.0f} s."]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_text_atomic(args.output, text)
+    write_file(args.output, text)
     return 0
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import eplb  # noqa: E402
 import traces  # noqa: E402
-from eplb._io import write_text_atomic  # noqa: E402
+from eplb._io import write_file  # noqa: E402
 from eplb.dispatch import simulate  # noqa: E402
 from traces.routing import RoutedTokens, fit_gate, sample_steps  # noqa: E402
 
@@ -339,7 +339,7 @@ def main() -> int:
     else:
         lines += [f"Sections {','.join(str(n) for n in sorted(wanted))} last rerun with `--sections "
                   f"{args.sections}` in {took:.0f} s; the others are kept from an earlier run.", ""]
-    write_text_atomic(args.output, "\n".join(lines))
+    write_file(args.output, "\n".join(lines))
     return 0
 
 

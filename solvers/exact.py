@@ -159,6 +159,8 @@ def _cpsat(q, c, m, S, start, lower, time_limit, workers, resolution):
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = float(max(time_limit, 0.01))
     solver.parameters.num_workers = int(max(1, workers))
+    # leave Ctrl-C to Python: CP-SAT's own handler would swallow it and then reset it to the default
+    solver.parameters.catch_sigint_signal = False
     st = solver.Solve(model)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, lower, "unknown"

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from eplb._pool import process_pool
 from eplb.errors import EplbError
 from eplb.policies import PolicyOutput, register
 from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
@@ -98,7 +99,8 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
 
     time_limit: seconds per layer (default 2); workers: layers solved at once (default: with two
     slots per GPU, one worker process per available CPU when the layers' time limits add up to at
-    least MIN_PROCESS_WORK seconds, else one at a time in this process; with more slots, up to 4
+    least MIN_PROCESS_WORK seconds and this is not itself a worker process, else one at a time in this
+    process; with more slots, up to 4
     threads); tol: layers within this fraction of their
     certified bound are proven good enough and not searched; layers: [k] row indices to solve (the others keep
     the start plan); start: (phy2log [L, R], counts [L, E]) to start from (default: balanced).
@@ -124,14 +126,16 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     if topology.slots_per_gpu == 2:
         # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
         # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
-        # unless the search is too short to pay for starting them (about a second each)
-        procs = min(int(workers or (_cpus() if tl * len(rows) >= MIN_PROCESS_WORK else 1)), len(rows))
+        # unless the search is too short to pay for starting them (about a second each) or this already is a
+        # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
+        many = tl * len(rows) >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
+        procs = min(int(workers or (_cpus() if many else 1)), len(rows))
         jobs = [(w[i], counts[i], phy2log[i], float(lower[i])) for i in rows]
         if procs <= 1:
             results = _solve_layers((jobs, topology, tl, backend, tol))
         else:
             parts = [(jobs[k::procs], topology, tl, backend, tol) for k in range(procs)]
-            with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with process_pool(procs) as pool:
                 done = list(pool.map(_solve_layers, parts))
             results = [None] * len(jobs)
             for k, part in enumerate(done):
@@ -140,8 +144,11 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         def job(i):
             return _solve_layer(w[i], counts[i], phy2log[i], topology, float(lower[i]), tl, backend, tol)
 
-        with ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus()))) as pool:
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus())))
+        try:
             results = list(pool.map(job, rows))
+        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
+            pool.shutdown(wait=True, cancel_futures=True)
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
