@@ -53,7 +53,7 @@ def write_file(path: str | os.PathLike, data: str | bytes) -> None:
     """
     shown = os.fspath(path)
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        data = data.encode("utf-8", "backslashreplace")  # a file name that is not UTF-8 shows as \udcff
     try:
         st = os.stat(shown)  # follows links; None for a new path or a dangling link
     except FileNotFoundError:
@@ -95,7 +95,8 @@ def _names_open_file(path: str) -> bool:
 
 def _replace(target: str, data: bytes, st: os.stat_result | None) -> None:
     folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    short = os.fsdecode(os.fsencode(name)[:200])  # the temporary name must fit where the file's own name fits
+    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(4)}.tmp")
     # like open(): a new file gets 0666 less the umask (and any default ACL of the folder)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
@@ -135,7 +136,11 @@ def emit(text: str, path: str | os.PathLike | None) -> None:
     if not text.endswith("\n"):
         text += "\n"
     if path is None or str(path) == "-":
-        sys.stdout.write(text)
+        try:
+            sys.stdout.write(text)
+        except UnicodeEncodeError:  # a file name that is not UTF-8, or a terminal that is not
+            encoding = sys.stdout.encoding or "utf-8"
+            sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
         sys.stdout.flush()
     else:
         write_file(path, text)

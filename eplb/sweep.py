@@ -125,6 +125,11 @@ def grid(presets, redundancies, workloads, methods, *, ep_sizes=None, num_layers
         raise EplbError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     if seed is not None and (isinstance(seed, bool) or int(seed) != seed or seed < 0):
         raise EplbError(f"seed must be a non-negative integer, got {seed!r}")
+    for w in workloads:
+        try:
+            w.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EplbError(f"the results name each workload, but {w!r} is not valid UTF-8; rename the file") from None
     if not (presets and workloads and methods and len(list(redundancies))):
         raise EplbError("every sweep axis needs at least one value")
     configs, skipped = [], []
