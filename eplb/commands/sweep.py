@@ -57,6 +57,8 @@ def run_command(args) -> int:
         raise EplbError(f"--workers must be at least 1, got {args.workers}")
     if args.layers is not None and args.layers < 1:
         raise EplbError(f"--layers must be at least 1, got {args.layers}")
+    if args.output == "-":
+        args.output = None  # "-": the table on stdout, as without -o
     if args.output:
         results_suffix(args.output)  # an unknown format is refused before the sweep runs
     configs, skipped = grid(
