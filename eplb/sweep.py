@@ -270,8 +270,9 @@ def _run_local(configs, rows, bar, workers, batch_size) -> None:
     from eplb._pool import process_pool
 
     size = batch_size or max(1, min(16, len(configs) // (workers * 4) or 1))
-    with process_pool(workers) as pool:
-        futures = [pool.submit(_run_batch, b) for b in _batches(configs, size)]
+    batches = _batches(configs, size)
+    with process_pool(min(workers, len(batches))) as pool:  # no idle processes, however many were asked for
+        futures = [pool.submit(_run_batch, b) for b in batches]
         for fut in as_completed(futures):
             _collect(rows, fut.result(), bar)
 
