@@ -38,8 +38,7 @@ def _error(path: str, exc: OSError) -> OSError:
     reason = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
     reason = reason[:1].lower() + reason[1:]
     hint = _HINTS.get(exc.errno, "choose another path")
-    new = type(exc)(exc.errno, f"cannot write {path}: {reason}; {hint}")
-    return new
+    return type(exc)(exc.errno, f"cannot write {path}: {reason}; {hint}")
 
 
 def write_file(path: str | os.PathLike, data: str | bytes) -> None:

@@ -77,7 +77,10 @@ def test_fifo_is_written_straight_through(capsys, tmp_path, loads):
 def test_character_device_stays_a_device(capsys, tmp_path, loads):
     if os.geteuid() == 0:  # a device node of our own, so that a regression cannot replace /dev/null
         dev = tmp_path / "null"
-        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        try:
+            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("root without the right to make device nodes (a container); /dev/null is not risked")
     else:  # not root: /dev cannot be written, so /dev/null itself is safe to name
         dev = Path(os.devnull)
     before = os.stat(dev)
