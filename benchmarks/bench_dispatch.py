@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import eplb  # noqa: E402
 import traces  # noqa: E402
-from eplb._io import write_text_atomic  # noqa: E402
+from eplb._io import write_file  # noqa: E402
 from eplb._stamp import write_results  # noqa: E402
 from eplb.dispatch import simulate  # noqa: E402
 from traces.routing import RoutedTokens, fit_gate, sample_steps  # noqa: E402
@@ -343,7 +343,7 @@ def main() -> int:
     if wanted >= {1, 2, 3, 4, 5}:
         write_results(args.output, "\n".join(lines), __file__)
     else:  # sections kept from an earlier run: no stamp vouches for them, so none is written
-        write_text_atomic(args.output, "\n".join(lines))
+        write_file(args.output, "\n".join(lines))
     return 0
 
 

@@ -1,5 +1,9 @@
 import sys
 
-from eplb.cli import main
+try:
+    from eplb.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the modules load
+    print("eplb: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eplb._io import write_file
+
 __all__ = ["ROOT", "PACKAGES", "source_hash", "data_hash", "script_command", "stamp_line", "stamped", "write_results", "read_stamp", "check"]
 
 #: the checkout: the folder holding the packages
@@ -179,9 +181,7 @@ def stamped(text: str, command: str, script: str | os.PathLike | None = None) ->
 
 def write_results(path: str | os.PathLike, text: str, script: str | os.PathLike) -> None:
     """Write a benchmark script's results to ``path`` whole or not at all, stamped (see the module)."""
-    from eplb._io import write_text_atomic
-
-    write_text_atomic(path, stamped(text, script_command(script), script))
+    write_file(path, stamped(text, script_command(script), script))
 
 
 def read_stamp(text: str) -> tuple[dict | None, str]:

@@ -3,7 +3,8 @@
 Every sub-command lives in its own module under :mod:`eplb.commands` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the
 parsed arguments and returning an exit status. Bad input (any ``ValueError`` subclass of the
-three packages, a missing file) becomes one line on stderr and exit status 2.
+three packages, a missing file, an unwritable output) becomes one line on stderr and exit
+status 2; Ctrl-C becomes one line and exit status 130.
 """
 from __future__ import annotations
 
@@ -46,25 +47,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
+    command = "eplb"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        command = f"eplb {args.command}"
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all, worker pools are shut down
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `eplb place | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        _quiet_stdout()
         return 0
     except USER_ERRORS as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(f"eplb {args.command}: error: {msg}", file=sys.stderr)
+        print(f"{command}: error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _message(exc: BaseException) -> str:
+    """The first line of a user error, an OSError as "reason: path" without Python's "[Errno N]"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        msg = exc.strerror
+        if exc.filename is not None and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a closed pipe stays silent."""
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

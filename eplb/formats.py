@@ -23,13 +23,14 @@ shares raises unless ``drop_shares=True``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from eplb._io import atomic_path, write_text_atomic
+from eplb._io import write_file
 from eplb.errors import EplbError
 from eplb.placement import FORMAT, Placement, _as_int_array, logical_maps
 from eplb.topology import Topology
@@ -399,20 +400,20 @@ def write_placement(placement: Placement, path: str | os.PathLike, fmt: str, **o
         return
     if suffix in (".npz", ".pt"):
         raise EplbError(f"{fmt} placements are text; write them to a .json or .yaml file")
-    write_text_atomic(p, dumps(placement, fmt, **options))
+    write_file(p, dumps(placement, fmt, **options))
 
 
 def _write_binary(p: Path, maps: dict, suffix: str) -> None:
-    with atomic_path(p, suffix) as tmp:
-        if suffix == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **maps)
-        else:
-            try:
-                import torch
-            except ImportError:
-                raise EplbError("writing .pt needs torch; write .npz or .json instead, or `pip install 'eplb[torch]'`") from None
-            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in maps.items()}, tmp)
+    buf = io.BytesIO()
+    if suffix == ".npz":
+        np.savez(buf, **maps)
+    else:
+        try:
+            import torch
+        except ImportError:
+            raise EplbError("writing .pt needs torch; write .npz or .json instead, or `pip install 'eplb[torch]'`") from None
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in maps.items()}, buf)
+    write_file(p, buf.getvalue())
 
 
 def equivalent(a: Placement, b: Placement) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from eplb._io import write_text_atomic
+from eplb._io import write_file
 from eplb.errors import EplbError
 from eplb.topology import Topology
 
@@ -273,7 +273,7 @@ class Placement:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the JSON atomically (no partial file on failure)."""
-        write_text_atomic(path, self.to_json())
+        write_file(path, self.to_json())
 
 
 def _jsonable(obj):

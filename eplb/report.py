@@ -281,9 +281,9 @@ def build_report(loads, topology: Topology, methods=None, *, time_limit: float |
 
 def write_report(path, loads, topology: Topology, methods=None, **options) -> list[MethodResult]:
     """Build the report and write it to ``path`` atomically; returns the method results."""
-    from eplb._io import write_text_atomic
+    from eplb._io import write_file
 
     results = compare_methods(loads, topology, methods, time_limit=options.pop("time_limit", None),
                               seed=options.pop("seed", None), previous=options.pop("previous", None))
-    write_text_atomic(path, build_report(loads, topology, results=results, **options))
+    write_file(path, build_report(loads, topology, results=results, **options))
     return results

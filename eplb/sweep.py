@@ -14,6 +14,7 @@ function of its fields, so the three ways give the same numbers (times aside).
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb._io import atomic_path
+from eplb._io import write_file
 from eplb.errors import EplbError
 from eplb.topology import PRESETS, Topology, preset
 
-__all__ = ["SweepConfig", "grid", "topology_for", "run_config", "run_sweep", "write_results", "predicted_step",
-           "RESULT_COLUMNS", "METRIC_COLUMNS"]
+__all__ = ["SweepConfig", "grid", "topology_for", "run_config", "run_sweep", "write_results", "results_suffix",
+           "predicted_step", "RESULT_COLUMNS", "METRIC_COLUMNS", "RESULT_SUFFIXES"]
 
 #: Balance figures of each row (as :meth:`eplb.Evaluation.summary` names them).
 METRIC_COLUMNS = [
@@ -118,6 +119,17 @@ def grid(presets, redundancies, workloads, methods, *, ep_sizes=None, num_layers
             raise EplbError(f"unknown method {m!r}; choose from {', '.join(sorted(known))}")
     for p in presets:
         preset(p)
+    if num_layers is not None and (isinstance(num_layers, bool) or int(num_layers) != num_layers or num_layers < 1):
+        raise EplbError(f"num_layers must be a positive number of layers, got {num_layers!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise EplbError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    if seed is not None and (isinstance(seed, bool) or int(seed) != seed or seed < 0):
+        raise EplbError(f"seed must be a non-negative integer, got {seed!r}")
+    for w in workloads:
+        try:
+            w.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EplbError(f"the results name each workload, but {w!r} is not valid UTF-8; rename the file") from None
     if not (presets and workloads and methods and len(list(redundancies))):
         raise EplbError("every sweep axis needs at least one value")
     configs, skipped = [], []
@@ -256,13 +268,14 @@ def _run_local(configs, rows, bar, workers, batch_size) -> None:
         for batch in _batches(configs, 1):
             _collect(rows, _run_batch(batch), bar)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
+
+    from eplb._pool import process_pool
 
     size = batch_size or max(1, min(16, len(configs) // (workers * 4) or 1))
-    # spawn: safe next to threads (a Dask client, a notebook kernel) and alike on every platform
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_batch, b) for b in _batches(configs, size)]
+    batches = _batches(configs, size)
+    with process_pool(min(workers, len(batches))) as pool:  # no idle processes, however many were asked for
+        futures = [pool.submit(_run_batch, b) for b in batches]
         for fut in as_completed(futures):
             _collect(rows, fut.result(), bar)
 
@@ -289,14 +302,32 @@ def _run_dask(configs, rows, bar, scheduler, client, batch_size) -> None:
             client.close()
 
 
+#: File suffixes a sweep's results can be written to.
+RESULT_SUFFIXES = (".parquet", ".csv", ".json")
+
+
+def results_suffix(path: str | os.PathLike) -> str:
+    """The format of a results file, from its suffix; EplbError for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in RESULT_SUFFIXES:
+        raise EplbError(f"cannot tell the format of {os.fspath(path)} from its suffix {suffix or '(none)'}; "
+                        f"name it {', '.join('*' + s for s in RESULT_SUFFIXES)}")
+    return suffix
+
+
 def write_results(df, path: str | os.PathLike) -> None:
-    """Write a sweep's DataFrame to Parquet (or CSV for a ``.csv`` path), atomically."""
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        if p.suffix.lower() == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
+    """Write a sweep's DataFrame to ``path`` whole or not at all, as Parquet, CSV or JSON (one
+    object per row) by its suffix (see :data:`RESULT_SUFFIXES`)."""
+    suffix = results_suffix(path)
+    if suffix == ".csv":
+        data = df.to_csv(index=False)
+    elif suffix == ".json":
+        data = df.to_json(orient="records", indent=1) + "\n"
+    else:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    write_file(path, data)
 
 
 def config_fields() -> list[str]:

@@ -225,6 +225,8 @@ def exact_assign(sizes, num_bins: int, base=None, scale=None, time_limit: float 
     solver.parameters.max_time_in_seconds = float(time_limit)
     solver.parameters.num_search_workers = int(workers)
     solver.parameters.random_seed = int(seed)
+    # leave Ctrl-C to Python: CP-SAT's own handler would swallow it and then reset it to the default
+    solver.parameters.catch_sigint_signal = False
     status = solver.Solve(model)
     best = greedy
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

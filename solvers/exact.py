@@ -199,6 +199,8 @@ def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
         solver.parameters.max_deterministic_time = float(work_limit)
     solver.parameters.num_workers = int(max(1, workers))
     solver.parameters.random_seed = 0
+    # leave Ctrl-C to Python: CP-SAT's own handler would swallow it and then reset it to the default
+    solver.parameters.catch_sigint_signal = False
     st = solver.solve(model)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, lower, "unknown"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb._io import emit, write_text_atomic
+from eplb._io import emit, write_file
 from eplb.commands._common import add_topology_args, resolve_topology
 from eplb.errors import EplbError
 from eplb.formats import PLACEMENT_FORMATS, detect_format, dumps, parse_layers, read_placement, sglang_logical_count, write_placement
@@ -166,7 +166,7 @@ def _convert_stats(args, path: Path) -> int:
                 lines.extend(f"{layer},{e},{vals[i][e]}" for e in range(E))
             text = "\n".join(lines)
         if args.output and args.output != "-":
-            write_text_atomic(args.output, text + "\n")
+            write_file(args.output, text + "\n")
         else:
             emit(text, None)
     print(f"eplb convert: statistics {loads.name or path}, {loads.num_layers} layers x {loads.num_experts} experts "

@@ -26,7 +26,7 @@ def register(sub) -> None:
         "sweep",
         help="placement quality over presets x EP sizes x redundancy x workloads x methods (Parquet out)",
         description="Place and evaluate every combination, in local processes or on a Dask cluster, and write "
-                    "one row per combination (balance figures, gap to the bound, time) to Parquet or CSV. "
+                    "one row per combination (balance figures, gap to the bound, time) to Parquet, CSV or JSON. "
                     "Combinations whose slots do not split evenly over the GPUs are skipped and listed.",
     )
     p.add_argument("--presets", default="all", metavar="LIST", help=f"comma-separated presets or 'all' ({', '.join(PRESETS)})")
@@ -40,7 +40,8 @@ def register(sub) -> None:
     run = p.add_argument_group("where to run")
     run.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: CPU count; 1: in-process)")
     run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (tcp://host:8786) to run on a cluster")
-    p.add_argument("-o", "--output", metavar="FILE", help="results as Parquet (.parquet) or CSV (.csv); default: a table on stdout")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="results as Parquet (.parquet), CSV (.csv) or JSON (.json), by suffix; default: a table on stdout")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
@@ -48,10 +49,18 @@ def register(sub) -> None:
 
 
 def run_command(args) -> int:
-    from eplb.sweep import grid, run_sweep, write_results
+    from eplb.sweep import grid, results_suffix, run_sweep, write_results
 
     if args.workers is not None and args.scheduler:
         raise EplbError("give either --workers (local processes) or --scheduler (a Dask cluster), not both")
+    if args.workers is not None and args.workers < 1:
+        raise EplbError(f"--workers must be at least 1, got {args.workers}")
+    if args.layers is not None and args.layers < 1:
+        raise EplbError(f"--layers must be at least 1, got {args.layers}")
+    if args.output == "-":
+        args.output = None  # "-": the table on stdout, as without -o
+    if args.output:
+        results_suffix(args.output)  # an unknown format is refused before the sweep runs
     configs, skipped = grid(
         _list(args.presets), _list(args.redundancy, int), _list(args.workloads), _list(args.methods),
         ep_sizes=_list(args.ep_sizes, int) if args.ep_sizes else None, num_layers=args.layers,
@@ -70,6 +79,9 @@ def run_command(args) -> int:
     print(f"eplb sweep: {len(configs)} configurations on {where}", file=sys.stderr)
     df = run_sweep(configs, workers=args.workers, scheduler=args.scheduler, progress=args.progress)
     errors = int(df["error"].notna().sum())
+    if errors == len(df):
+        first = str(df["error"].iloc[0]).splitlines()[0]
+        raise EplbError(f"all {len(df)} configurations failed, the first with {first}; fix the arguments")
     if args.output:
         write_results(df, args.output)
         print(f"eplb sweep: wrote {len(df)} rows to {args.output}" + (f" ({errors} with errors)" if errors else ""),

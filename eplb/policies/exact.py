@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from eplb._pool import process_pool
 from eplb.errors import EplbError
 from eplb.policies import PolicyOutput, check_time_limit, register
 from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
@@ -175,15 +176,17 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     if topology.slots_per_gpu == 2:
         # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
         # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
-        # unless the search is too short to pay for starting them (about a second each)
+        # unless the search is too short to pay for starting them (about a second each) or this already is a
+        # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
         work = (tl if tl is not None else work_limit) * len(rows)
-        procs = min(int(workers or (_cpus() if work >= MIN_PROCESS_WORK else 1)), len(rows))
+        many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
+        procs = min(int(workers or (_cpus() if many else 1)), len(rows))
         jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
         if procs <= 1:
             results = _solve_layers((jobs, topology, tl, work_limit, backend, tol))
         else:
             parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
-            with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with process_pool(procs) as pool:
                 done = list(pool.map(_solve_layers, parts))
             results = [None] * len(jobs)
             for k, part in enumerate(done):
@@ -192,8 +195,11 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         def job(i):
             return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
 
-        with ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus()))) as pool:
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus())))
+        try:
             results = list(pool.map(job, rows))
+        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
+            pool.shutdown(wait=True, cancel_futures=True)
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
