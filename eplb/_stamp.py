@@ -139,11 +139,24 @@ def _import_time_reads(modules: list[str]) -> set[str]:
         return set()
 
 
+def _counts(module: str, command: str) -> bool:
+    """Whether ``module`` can shape the numbers that ``command`` writes: not this module (it writes no
+    number), nor the command-line modules of the other sub-commands, which ``eplb`` imports only to
+    list them (``eplb bench`` runs ``eplb.commands.bench`` and the shared ``_common``)."""
+    if module == __name__:
+        return False
+    if module.startswith("eplb.commands."):
+        words = command.split()
+        own = words[words.index("eplb") + 1].replace("-", "_") if "eplb" in words[:-1] else None
+        return module.rsplit(".", 1)[1] in (own, "_common")
+    return True
+
+
 def stamp_line(command: str, script: str | os.PathLike | None, body: str) -> str:
     """The stamp of a results file whose text below the stamp is ``body``, produced by ``command``
     (running ``script``, a file of this checkout, if any) in this process."""
     modules = _package_modules()
-    files = {Path(sys.modules[m].__file__).resolve() for m in modules if m != __name__}  # the stamp itself: no number
+    files = {Path(sys.modules[m].__file__).resolve() for m in modules if _counts(m, command)}
     if script is not None:
         files.add(Path(script).resolve())
     sources = {p.relative_to(ROOT).as_posix(): source_hash(p) for p in files if p.is_relative_to(ROOT)}
