@@ -10,20 +10,24 @@ from eplb import EplbError, Topology
 from solvers import greedy_balanced_packing, greedy_replicate, optimal_counts
 
 
+def draw_topology(draw, max_nodes: int, max_gpus_per_node: int, max_per_group: int, spare_slots: int):
+    """A small topology and its number of experts (a multiple of the groups that fits its slots)."""
+    nodes = draw(st.integers(1, max_nodes))
+    gpn = draw(st.integers(1, max_gpus_per_node))
+    groups = draw(st.sampled_from([1, 2, 4]))
+    experts = groups * draw(st.integers(1, max_per_group))
+    min_slots = -(-experts // (nodes * gpn))
+    spg = draw(st.integers(min_slots, min_slots + spare_slots))
+    return Topology(nodes, gpn, spg, groups), experts
+
+
 @st.composite
 def instances(draw):
-    nodes = draw(st.integers(1, 3))
-    gpn = draw(st.integers(1, 4))
-    groups = draw(st.sampled_from([1, 2, 4]))
-    per_group = draw(st.integers(1, 4))
-    experts = groups * per_group
-    gpus = nodes * gpn
-    min_slots = -(-experts // gpus)
-    spg = draw(st.integers(min_slots, min_slots + 3))
+    topo, experts = draw_topology(draw, 3, 4, 4, 3)
     layers = draw(st.integers(1, 3))
     loads = draw(st.lists(st.lists(st.integers(0, 1000), min_size=experts, max_size=experts),
                           min_size=layers, max_size=layers))
-    return np.array(loads, dtype=float), Topology(nodes, gpn, spg, groups)
+    return np.array(loads, dtype=float), topo
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,14 +94,7 @@ def test_invalid_inputs_raise_eplb_error(inst):
 @st.composite
 def method_instances(draw):
     """Small topologies and loads with the awkward cases: ties, zeros, one hot expert, groups."""
-    nodes = draw(st.integers(1, 2))
-    gpn = draw(st.integers(1, 3))
-    groups = draw(st.sampled_from([1, 2, 4]))
-    per_group = draw(st.integers(1, 3))
-    experts = groups * per_group
-    gpus = nodes * gpn
-    min_slots = -(-experts // gpus)
-    spg = draw(st.integers(max(min_slots, 1), min_slots + 2))
+    topo, experts = draw_topology(draw, 2, 3, 3, 2)
     layers = draw(st.integers(1, 2))
     kind = draw(st.sampled_from(["random", "ties", "one-hot", "zeros"]))
     shape = (layers, experts)
@@ -114,7 +111,7 @@ def method_instances(draw):
     else:
         loads = np.zeros(shape)
         loads[:, 0] = 5.0
-    return loads, Topology(nodes, gpn, spg, groups)
+    return loads, topo
 
 
 #: Options that make each method reproducible. exact and exact-mip take a deterministic work limit;
