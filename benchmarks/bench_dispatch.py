@@ -8,7 +8,10 @@
    of each placement under load-aware choice and an out-of-sample dispatch-aware row);
 4. out of sample: plan on one workload, score on another (robust placement planned on several
    windows, or on sampled steps, against the in-sample-optimal placement);
-5. decode preset: per-step imbalance (128 requests per GPU per step).
+5. decode preset: per-step imbalance (128 requests per GPU per step);
+6. what `eplb simulate` with its defaults costs on every bundled workload: the whole command, the
+   gate fit alone, and the fit's error (traces.routing.gate_error). Quick: ``--sections 6``
+   (a few minutes) reruns only this timing section.
 
     PYTHONPATH=. python benchmarks/bench_dispatch.py [--methods deepseek,deepseek-global,robust]
         [--budgets 0,0.05,inf] [--steps 3] [--sections 1,2,3,4,5] [--la-workloads prefill_in512,...]
@@ -34,7 +37,7 @@ import traces  # noqa: E402
 from eplb._io import write_file  # noqa: E402
 from eplb._stamp import write_results  # noqa: E402
 from eplb.dispatch import simulate  # noqa: E402
-from traces.routing import RoutedTokens, fit_gate, sample_steps  # noqa: E402
+from traces.routing import RoutedTokens, fit_gate, gate_error, sample_steps  # noqa: E402
 
 PREFILL = ["prefill_in512", "prefill_in1024", "prefill_in2048", "prefill_in1000out1000", "prefill_in2000out100",
            "prefill_in500out1500"]
@@ -73,7 +76,7 @@ def speed_section(layers: int) -> list[str]:
 def steps_for(workload: str, topo, steps: int, tokens_per_gpu: int, tokens_per_request: int, seed: int = 0):
     wl = traces.load_workload(workload)
     t0 = time.perf_counter()
-    model = fit_gate(wl, num_groups=topo.num_groups, topk_groups=4, iterations=8, seed=seed)
+    model = fit_gate(wl, num_groups=topo.num_groups, topk_groups=4, seed=seed)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     data = list(sample_steps(model, steps, num_gpus=topo.num_gpus, tokens_per_gpu=tokens_per_gpu,
@@ -254,8 +257,57 @@ def decode_section(steps: int) -> list[str]:
                    "received max/mean", "remote nodes/token", "tokens within 4 nodes"], rows), ""]
 
 
+def default_command_section(workloads) -> list[str]:
+    """Wall time of the default ``eplb simulate --placement P`` (a fresh process, imports included)
+    per bundled workload, the default gate fit alone, and the fit's error."""
+    import os
+    import resource
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in workloads:
+            decode = name.startswith("decode")
+            preset = "deepseek-v3-decode" if decode else "deepseek-v3-prefill"
+            wl = traces.load_workload(name)
+            topo = eplb.preset(preset)
+            pl = Path(tmp) / f"{name}.json"
+            eplb.place(wl, topo).save(pl)
+            cmd = [sys.executable, "-m", "eplb", "simulate", "--placement", str(pl), "-o", str(Path(tmp) / "out.json")]
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            total = time.perf_counter() - t0
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            total_cpu = c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
+            t0, p0 = time.perf_counter(), time.process_time()
+            gate = fit_gate(wl, num_groups=topo.num_groups, topk_groups=4)
+            fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - p0
+            err = gate_error(gate, seed=7)
+            tps = (128 if decode else 8192) * topo.num_gpus
+            steps = 4 if decode else 1
+            rows.append([name, preset, f"{steps} x {tps:,}", f"{total:.1f}", f"{total_cpu:.1f}", f"{fit_s:.1f}",
+                         f"{fit_cpu:.1f}", f"{err.mean():.4f}", f"{err.max():.4f}"])
+            print(rows[-1], flush=True)
+    return ["## 6. The default `eplb simulate` command: time and fit quality", "",
+            "`eplb simulate --placement P` with every default (placement: `eplb.place` of the workload on "
+            "deepseek-v3-decode for decode workloads, deepseek-v3-prefill otherwise), run as a fresh process, "
+            "imports and JSON output included; 'wall' is the time waited, 'CPU' the processor time it used "
+            "(close to the wall time on an idle machine; the two differ by the load of other jobs). 'fit' is "
+            "the default gate fit alone (4 rounds of 4,096, 8,192, 8,192 and 8,192 "
+            "single-token requests per layer, all 58 layers), measured in this process. 'fit error' is "
+            "`traces.routing.gate_error` (total variation distance between the gate's per-expert selection "
+            "frequencies on 65,536 fresh tokens and the targets; sampling of those tokens alone accounts for "
+            "up to about 0.009), mean and worst over the 58 layers. 2 cores shared with other jobs; the load "
+            f"average was {os.getloadavg()[0]:.1f} at the end.", "",
+            table(["workload", "preset", "steps x tokens", "command wall s", "command CPU s", "fit wall s",
+                   "fit CPU s", "fit error (mean)",
+                   "fit error (worst layer)"], rows), ""]
+
+
 def _splice(path: Path, fresh: dict[int, list[str]]) -> list[str]:
-    """Sections 1-5 in order: the fresh ones, the others from the existing file at ``path``."""
+    """Sections 1-6 in order: the fresh ones, the others from the existing file at ``path``."""
     old: dict[int, list[str]] = {}
     if path.exists():
         cur = None
@@ -271,7 +323,7 @@ def _splice(path: Path, fresh: dict[int, list[str]]) -> list[str]:
             if cur is not None:
                 old.setdefault(cur, []).append(line)
     lines = []
-    for n in range(1, 6):
+    for n in range(1, 7):
         lines += fresh.get(n) or old.get(n, [])
     return lines
 
@@ -285,7 +337,7 @@ def main() -> int:
     ap.add_argument("--speed-layers", type=int, default=58)
     ap.add_argument("--time-limit", type=float, default=10.0, help="robust planning time per placement")
     ap.add_argument("--output", default=str(ROOT / "benchmarks/results/bench_dispatch.md"))
-    ap.add_argument("--sections", default="1,2,3,4,5",
+    ap.add_argument("--sections", default="1,2,3,4,5,6",
                     help="sections to run; the others are kept from the existing output file")
     ap.add_argument("--la-workloads", default=",".join(PREFILL),
                     help="prefill workloads for section 3b (comma separated; empty to skip)")
@@ -333,9 +385,17 @@ def main() -> int:
                              ("prefill_in500out1500", "prefill_in1000out1000")], args.time_limit))
     if 5 in wanted:
         show(5, decode_section(8))
-    lines = header + _splice(Path(args.output), out)
+    if 6 in wanted:
+        show(6, default_command_section(traces.workloads()))
+    path = Path(args.output)
+    if not wanted >= {1, 2, 3, 4, 5, 6} and path.exists():
+        # a partial rerun keeps the file's own header (it says where the kept sections come from)
+        old = path.read_text().splitlines()
+        first = next((i for i, line in enumerate(old) if line.startswith("## ")), len(old))
+        header = old[:first]
+    lines = header + _splice(path, out)
     took = time.perf_counter() - t_all
-    if wanted >= {1, 2, 3, 4, 5}:
+    if wanted >= {1, 2, 3, 4, 5, 6}:
         lines += [f"Total benchmark time: {took:.0f} s.", ""]
     else:
         lines += [f"Sections {','.join(str(n) for n in sorted(wanted))} last rerun with `--sections "

@@ -212,6 +212,12 @@ def test_cli_simulate(tmp_path, capsys):
     assert s["tokens"] == 2 * 2 * 64 and s["tokens_per_step"] == 64
     assert main(["simulate", "--placement", str(pl)]) == 2
     assert "give --loads" in capsys.readouterr().err
+    # a step far too large for memory: refused before anything is fitted or allocated
+    out = tmp_path / "big.json"
+    assert main(["simulate", "--placement", str(pl), "--loads", str(loads), "--tokens-per-step", "3200000000",
+                 "--topk", "3", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fewer tokens" in err and not out.exists()
 
 
 def test_cli_simulate_prices_every_step(tmp_path, capsys):

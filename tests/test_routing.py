@@ -7,6 +7,7 @@ from traces.routing import (
     RoutedTokens,
     aggregate_routing_parquet,
     fit_gate,
+    gate_error,
     iter_routing_parquet,
     route,
     sample_step_loads,
@@ -68,6 +69,41 @@ def test_fitted_marginals_converge_to_targets():
     # more tokens, closer to the targets (sampling error shrinks)
     small = _tv(fine, route(fine, np.arange(2000), seed=5))
     assert err.mean() < small.mean()
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.5])
+def test_noise_table_is_gumbel_plus_normal(sigma):
+    from traces.routing import _noise_table
+
+    tab = _noise_table(sigma).astype(np.float64)
+    assert tab.shape == (65536,) and np.all(np.diff(tab) >= 0)
+    assert tab.mean() == pytest.approx(np.euler_gamma, abs=2e-3)
+    assert tab.var() == pytest.approx(np.pi ** 2 / 6 + sigma ** 2, rel=2e-3)
+    # the Gumbel part's upper tail: P(g > 6) = 1 - exp(-exp(-6))
+    if sigma == 0:
+        assert np.mean(tab > 6) == pytest.approx(-np.expm1(-np.exp(-6)), rel=0.02)
+
+
+def test_default_fit_is_close_and_measured():
+    rng = np.random.default_rng(11)
+    loads = rng.gamma(1.5, size=(3, 64)) + 0.2
+    start = fit_gate(loads, iterations=0, seed=1)
+    fit = fit_gate(loads, seed=1)
+    again = fit_gate(loads, seed=1)
+    assert np.array_equal(fit.offsets, again.offsets)  # same seed, same gate
+    e0, e = gate_error(start, seed=2), gate_error(fit, seed=2)
+    assert e.shape == (3,)
+    assert np.all(e < 0.5 * e0)
+    # what is left is sampling noise: of the fit's rounds of 8192 tokens and of the 65536 measured ones
+    assert np.all(e < 0.012)
+
+
+def test_routing_refuses_absurd_sizes():
+    m = fit_gate(np.ones((2, 16)), num_groups=2, topk_groups=1, topk=2, iterations=1, tokens=500)
+    with pytest.raises(TraceError, match="GiB"):
+        next(sample_steps(m, 1, num_gpus=32, tokens_per_gpu=10_000_000_000 // 32, tokens_per_request=1))
+    with pytest.raises(TraceError, match="fewer tokens"):
+        fit_gate(np.ones((2, 16)), num_groups=2, topk_groups=1, topk=2, tokens=10**12)
 
 
 def test_request_correlation_makes_steps_burstier():

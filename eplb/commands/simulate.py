@@ -30,14 +30,16 @@ def register(sub) -> None:
     g = p.add_argument_group("generated tokens (with --loads or --workload)")
     g.add_argument("--tokens-per-step", type=int, metavar="N",
                    help="tokens per step over all GPUs (default: 128 per GPU for decode workloads, else 8192 per GPU)")
-    g.add_argument("--steps", type=int, default=4, metavar="K", help="steps to generate (default 4)")
+    g.add_argument("--steps", type=int, metavar="K",
+                   help="steps to generate (default: 4 for decode workloads, else 1; the time grows with "
+                        "steps x tokens per step)")
     g.add_argument("--tokens-per-request", type=int, metavar="R",
                    help="tokens per request in a step (default: 1 for decode workloads, else 1024)")
     g.add_argument("--request-sigma", type=float, default=1.0,
                    help="spread of the per-request logit perturbation (0 = independent tokens; default 1.0)")
     g.add_argument("--topk", type=int, default=8, help="experts per token (default 8)")
     g.add_argument("--topk-groups", type=int, default=4, help="expert groups a token may use (default 4)")
-    g.add_argument("--fit-iterations", type=int, default=8, help="rounds fitting the gate to the loads (default 8)")
+    g.add_argument("--fit-iterations", type=int, default=4, help="rounds fitting the gate to the loads (default 4)")
     p.add_argument("--replica-policy", default="random", choices=POLICIES,
                    help="how a token picks one replica of its expert (default random)")
     p.add_argument("--max-nodes", type=int, default=4, help="node limit per token to check (default 4)")
@@ -49,7 +51,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from traces.routing import fit_gate, iter_routing_parquet, sample_steps
+    from traces.routing import check_step_size, fit_gate, iter_routing_parquet, sample_steps
 
     placement = load_placement(args.placement)
     topo = placement.topology
@@ -60,16 +62,18 @@ def run(args) -> int:
         source = {"routing": str(args.routing)}
     else:
         loads = loads_for_placement(args, placement, "--loads FILE, --workload NAME or --routing FILE.parquet")
-        if args.steps <= 0:
-            raise EplbError("--steps must be positive")
         decode = (loads.name or "").startswith("decode")
+        steps = args.steps if args.steps is not None else (4 if decode else 1)
+        if steps <= 0:
+            raise EplbError("--steps must be positive")
         tps = args.tokens_per_step or (128 if decode else 8192) * topo.num_gpus
         if tps % topo.num_gpus:
             raise EplbError(f"--tokens-per-step ({tps}) must be a multiple of the {topo.num_gpus} GPUs")
         tpr = args.tokens_per_request or (1 if decode else 1024)
+        check_step_size(loads.num_layers, tps, args.topk, "a step of")
         model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=min(args.topk_groups, topo.num_groups),
                          topk=args.topk, request_sigma=args.request_sigma, iterations=args.fit_iterations, seed=args.seed)
-        tokens = sample_steps(model, args.steps, num_gpus=topo.num_gpus, tokens_per_gpu=tps // topo.num_gpus,
+        tokens = sample_steps(model, steps, num_gpus=topo.num_gpus, tokens_per_gpu=tps // topo.num_gpus,
                               tokens_per_request=tpr, seed=args.seed + 1)
         source = {"loads": loads.name or loads.source, "tokens_per_step": tps, "tokens_per_request": tpr,
                   "request_sigma": args.request_sigma}
