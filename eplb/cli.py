@@ -24,11 +24,18 @@ _ORDER = ["place", "evaluate", "bench", "plan-redundancy", "simulate", "dp", "co
 USER_ERRORS = (EplbError, SolverInputError, TraceError, OSError, json.JSONDecodeError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (the problem, then where to look)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import eplb
     import eplb.commands as commands
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eplb",
         description="Load balancing for Mixture-of-Experts inference serving.",
     )
@@ -47,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (already reported)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

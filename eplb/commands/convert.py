@@ -10,7 +10,8 @@ import numpy as np
 from eplb._io import emit, write_text_atomic
 from eplb.commands._common import add_topology_args, resolve_topology
 from eplb.errors import EplbError
-from eplb.formats import PLACEMENT_FORMATS, detect_format, dumps, parse_layers, read_placement, sglang_logical_count, write_placement
+from eplb.formats import (PLACEMENT_FORMATS, _load_json, _load_npz, _load_pt, detect_format, dumps, parse_layers,
+                          read_placement, sglang_logical_count, write_placement)
 
 COMMAND = "convert"
 
@@ -76,16 +77,12 @@ def _is_stats(path: Path) -> bool:
     if suffix in (".yaml", ".yml"):
         return False
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return "physical_to_logical_map" not in z.files
+        return "physical_to_logical_map" not in _load_npz(path)
     if suffix == ".pt":
-        from eplb.formats import _load_pt
-
         obj = _load_pt(path)
         return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
     if suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
+        obj = _load_json(path)
         if isinstance(obj, list):
             return True
         return isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight"))
