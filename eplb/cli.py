@@ -14,6 +14,8 @@ import os
 import pkgutil
 import sys
 
+import numpy as np
+
 from eplb.errors import EplbError
 from solvers.errors import SolverInputError
 from traces.errors import TraceError
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        # NaN and overflow are reported by the checks on inputs and on JSON output, as one line;
+        # NumPy's floating-point warnings would only add lines to stderr
+        with np.errstate(all="ignore"):
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `eplb place | head`
         try:
             sys.stdout = open(os.devnull, "w")

@@ -136,8 +136,8 @@ def parse_layers(spec: str | None):
 def _layer_count(layers: np.ndarray, num_layers: int | None) -> int:
     """Rows of a per-model-layer SGLang file: ``num_layers``, default the largest layer id + 1."""
     top = int(layers.max())
-    if top < 0:
-        raise EplbError(f"layer ids must be >= 0 for SGLang (a row per model layer), got {top}")
+    if int(layers.min()) < 0:
+        raise EplbError(f"layer ids must be >= 0 for SGLang (a row per model layer), got {int(layers.min())}")
     n = top + 1 if num_layers is None else int(num_layers)
     if n <= top:
         raise EplbError(f"num_layers {n} is too small for layer id {top}; give the model's layer count")

@@ -321,11 +321,17 @@ def _iter_csv(path, fmt, chunk_rows, block_size, name) -> Iterator[Requests]:
         reader = pd.read_csv(path, usecols=list(cols), chunksize=chunk_rows)
         for df in reader:
             df = df.rename(columns=cols)
+            if len(df) == 0:
+                continue
             inp = _check_lengths(path, pd.to_numeric(df["inp"]).to_numpy(dtype=np.float64), "prompt length", line)
             out = _check_lengths(path, pd.to_numeric(df["out"]).to_numpy(dtype=np.float64), "output length", line)
             line += len(df)
             if "t" in df:
-                ts = pd.to_datetime(df["t"]).to_numpy().astype("datetime64[ns]").astype(np.int64)
+                stamps = pd.to_datetime(df["t"])
+                if stamps.isna().any():
+                    i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+                    raise TraceError(f"{path}:{line - len(df) + i}: missing or unreadable TIMESTAMP; fix the line")
+                ts = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
                 if t0 is None:
                     t0 = ts[0]
                 arrival = (ts - t0) / 1e9

@@ -75,6 +75,11 @@ __all__ = [
 CostModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Defaults of :func:`simulate`.
+#: Ranks simulated at once, and the largest token budget, KV capacity or batch of one rank: far beyond
+#: any deployment, so larger values are typing errors that would exhaust memory or time.
+MAX_RANKS = 16384
+MAX_PER_RANK = 1 << 40
+
 DEFAULTS = {
     "token_budget": 16384,      # prefill tokens per rank per step
     "kv_capacity": 524288,      # decode KV tokens per rank
@@ -808,6 +813,12 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
     ranks = int(ranks)
     if ranks < 1:
         raise EplbError(f"need at least one rank, got {ranks}")
+    if ranks > MAX_RANKS:
+        raise EplbError(f"{ranks} ranks are beyond the limit of {MAX_RANKS} (far more than any deployment); "
+                        "give fewer ranks")
+    for name, value in (("token_budget", token_budget), ("kv_capacity", kv_capacity), ("max_batch", max_batch)):
+        if value > MAX_PER_RANK:
+            raise EplbError(f"{name} {value} is beyond the limit of {MAX_PER_RANK} per rank; give a real size")
     if len(requests) == 0:
         raise EplbError("the request trace is empty")
     if token_budget < 1 or kv_capacity < 1 or max_batch < 1:
