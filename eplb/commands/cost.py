@@ -6,10 +6,24 @@ import csv
 import numpy as np
 
 from eplb._io import emit
-from eplb.commands._common import json_text, non_negative, positive
+from eplb.commands._common import finite, json_text
 from eplb.errors import EplbError
 
 COMMAND = "cost"
+
+#: Largest magnitude of a number given to the cost model (tokens per day, KV length, prices...):
+#: beyond any deployment, and far enough from float overflow for the model's arithmetic.
+MAX_QUANTITY = 1e15
+
+
+def _quantity(text: str) -> float:
+    """A finite number of magnitude at most MAX_QUANTITY (the model checks signs and ranges)."""
+    import argparse
+
+    value = finite(text)
+    if abs(value) > MAX_QUANTITY:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond {MAX_QUANTITY:.0e}, more than any deployment")
+    return value
 
 
 def register(sub) -> None:
@@ -31,22 +45,22 @@ def register(sub) -> None:
                    help="kernel efficiency curves (default deepgemm: DeepSeek's published H800 kernels)")
     g.add_argument("--kernel-version", choices=VERSIONS, default="2025-02",
                    help="snapshot of DeepSeek's published kernel figures (default 2025-02, the published day)")
-    g.add_argument("--tokens-per-gpu", type=positive, help="prefill: new tokens per GPU per step (default 16384)")
-    g.add_argument("--ttft", type=positive, metavar="SECONDS",
+    g.add_argument("--tokens-per-gpu", type=_quantity, help="prefill: new tokens per GPU per step (default 16384)")
+    g.add_argument("--ttft", type=_quantity, metavar="SECONDS",
                    help="prefill: time-to-first-token target; runs the most tokens per GPU per step (at most "
                         "--tokens-per-gpu) whose mean TTFT (1.5 steps) stays within it (default: no target)")
-    g.add_argument("--requests-per-gpu", type=positive,
+    g.add_argument("--requests-per-gpu", type=_quantity,
                    help="decode: requests per GPU (default: the most that reach --speed)")
-    g.add_argument("--speed", type=positive, default=21.0, help="decode target tokens/s per user (default 21)")
-    g.add_argument("--kv-len", type=non_negative, help="decode mean KV length (default: the day's 4989)")
-    g.add_argument("--mtp-tokens", type=positive, default=1.0,
+    g.add_argument("--speed", type=_quantity, default=21.0, help="decode target tokens/s per user (default 21)")
+    g.add_argument("--kv-len", type=_quantity, help="decode mean KV length (default: the day's 4989)")
+    g.add_argument("--mtp-tokens", type=_quantity, default=1.0,
                    help="decode tokens per request per step with multi-token prediction (default 1: none)")
-    g.add_argument("--stage-overhead-us", type=non_negative, default=0.0,
+    g.add_argument("--stage-overhead-us", type=_quantity, default=0.0,
                    help="launch/synchronisation overhead per overlapped stage (default 0)")
     g.add_argument("--deepep", choices=DEEPEP_SOURCES, default="benchmark",
                    help="speed of DeepEP's prefill (normal) kernels: benchmark = DeepEP's published tables (default); "
                         "trace = as inside DeepSeek's H800 trace, notify kernels included")
-    g.add_argument("--elementwise-scale", type=non_negative, default=1.0,
+    g.add_argument("--elementwise-scale", type=_quantity, default=1.0,
                    help="multiply element-wise kernel time (norms, casts, SwiGLU, permutes; default 1; DeepSeek's "
                         "H800 training trace shows about 3.3)")
     g.add_argument("--no-overlap", action="store_true", help="run computation and communication back to back")
@@ -55,11 +69,11 @@ def register(sub) -> None:
                         "(default: perfectly balanced experts)")
     g.add_argument("--method", default="deepseek", help="placement method used with --workload (default deepseek)")
     d = p.add_argument_group("fleet and economics")
-    d.add_argument("--gpu-hour-usd", type=positive, help="GPU rental price (default 2.0)")
-    d.add_argument("--average-nodes", type=positive, help="average nodes in service (default 226.75)")
-    d.add_argument("--input-tokens", type=positive, help="input tokens per day (default 608e9)")
-    d.add_argument("--cache-hit-tokens", type=non_negative, help="input tokens per day that hit the KV cache (default 342e9)")
-    d.add_argument("--output-tokens", type=positive, help="output tokens per day (default 168e9)")
+    d.add_argument("--gpu-hour-usd", type=_quantity, help="GPU rental price (default 2.0)")
+    d.add_argument("--average-nodes", type=_quantity, help="average nodes in service (default 226.75)")
+    d.add_argument("--input-tokens", type=_quantity, help="input tokens per day (default 608e9)")
+    d.add_argument("--cache-hit-tokens", type=_quantity, help="input tokens per day that hit the KV cache (default 342e9)")
+    d.add_argument("--output-tokens", type=_quantity, help="output tokens per day (default 168e9)")
     d.add_argument("--load-curve", metavar="CSV",
                    help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s "
                         "(default: the published day's hourly curve, beside its published node counts)")
