@@ -20,9 +20,7 @@ DEFAULT_METHOD = "auto"
 def _as_loads(loads, layers=None) -> ExpertLoads:
     if isinstance(loads, ExpertLoads):
         return loads
-    if hasattr(loads, "detach"):  # torch tensor
-        loads = loads.detach().cpu().numpy()
-    try:
+    try:  # arrays, lists and torch tensors (bf16 and fp16 included)
         return from_array(loads, layers=layers, drop_zero_layers=False)
     except TraceError as exc:
         raise EplbError(str(exc)) from None
@@ -99,7 +97,7 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
     """
     is_torch = hasattr(weight, "detach") and hasattr(weight, "device")
     device = weight.device if is_torch else None
-    arr = weight.detach().cpu().numpy() if is_torch else np.asarray(weight)
+    arr = weight if is_torch else np.asarray(weight)  # tensors of any float type are read by place()
     num_replicas = _check_int("num_replicas", num_replicas)
     num_groups = _check_int("num_groups", num_groups)
     num_nodes = _check_int("num_nodes", num_nodes)

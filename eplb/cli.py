@@ -15,6 +15,8 @@ import os
 import pkgutil
 import sys
 
+import numpy as np
+
 from eplb.errors import EplbError
 from solvers.errors import SolverInputError
 from traces.errors import TraceError
@@ -25,11 +27,18 @@ _ORDER = ["place", "evaluate", "bench", "plan-redundancy", "simulate", "dp", "co
 USER_ERRORS = (EplbError, SolverInputError, TraceError, OSError, json.JSONDecodeError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (the problem, then where to look)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import eplb
     import eplb.commands as commands
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eplb",
         description="Load balancing for Mixture-of-Experts inference serving.",
     )
@@ -50,12 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     command = "eplb"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a bad argument (already reported)
+            return exc.code if isinstance(exc.code, int) else 2
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
         command = f"eplb {args.command}"
-        return int(args.func(args) or 0)
+        # NaN and overflow are reported by the checks on inputs and on JSON output, as one line;
+        # NumPy's floating-point warnings would only add lines to stderr
+        with np.errstate(all="ignore"):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all, worker pools are shut down
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

@@ -34,6 +34,7 @@ from eplb._io import write_file
 from eplb.errors import EplbError
 from eplb.placement import FORMAT, Placement, _as_int_array, logical_maps
 from eplb.topology import Topology
+from traces.loads import MAX_LAYERS
 
 __all__ = [
     "PLACEMENT_FORMATS",
@@ -77,7 +78,20 @@ def _build(phy2log: np.ndarray, topology: Topology, layers, num_experts: int | N
         )
     if phy2log.size and phy2log.min() < 0:
         raise EplbError(f"the {what} map holds a negative expert id; every slot must hold an expert")
-    E = int(num_experts) if num_experts is not None else int(phy2log.max()) + 1
+    top = int(phy2log.max())
+    if num_experts is None:
+        E = top + 1
+        if E > topology.num_slots:
+            raise EplbError(
+                f"the {what} map holds expert id {top}, but its {topology.num_slots} slots hold at most "
+                f"{topology.num_slots} experts (ids 0..{topology.num_slots - 1}); every id must be below the "
+                "model's expert count"
+            )
+    else:
+        E = int(num_experts)
+        if top >= E > 0:
+            raise EplbError(f"the {what} map holds expert id {top} >= the model's {E} experts; give the map of "
+                            "this model, or the model's expert count")
     return Placement.from_phy2log(phy2log, topology, E, layers=layers, method=method,
                                   info={"source_format": what})
 
@@ -104,14 +118,34 @@ def parse_layers(spec: str | None):
             part = part.strip()
             if "-" in part:
                 a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                a, b = int(a), int(b)
+                if b - a >= MAX_LAYERS or len(out) > MAX_LAYERS:
+                    raise EplbError(f"layers {spec!r} name more than {MAX_LAYERS} layers (more than any model has); "
+                                    "give the model's layer ids")
+                out.extend(range(a, b + 1))
             elif part:
                 out.append(int(part))
-    except ValueError:
+    except ValueError as exc:
+        if isinstance(exc, EplbError):
+            raise
         raise EplbError(f"cannot read layers {spec!r}; write them like 3-60 or 0,1,5-9") from None
     if not out or len(set(out)) != len(out):
         raise EplbError(f"layers {spec!r} must name each layer once")
     return np.array(sorted(out), dtype=np.int64)
+
+
+def _layer_count(layers: np.ndarray, num_layers: int | None) -> int:
+    """Rows of a per-model-layer SGLang file: ``num_layers``, default the largest layer id + 1."""
+    top = int(layers.max())
+    if int(layers.min()) < 0:
+        raise EplbError(f"layer ids must be >= 0 for SGLang (a row per model layer), got {int(layers.min())}")
+    n = top + 1 if num_layers is None else int(num_layers)
+    if n <= top:
+        raise EplbError(f"num_layers {n} is too small for layer id {top}; give the model's layer count")
+    if n > MAX_LAYERS:
+        raise EplbError(f"{n} model layers are beyond the limit of {MAX_LAYERS} (more than any model has); "
+                        "give the model's layer count")
+    return n
 
 
 # ---------------------------------------------------------------------------------- SGLang
@@ -127,9 +161,7 @@ def to_sglang(placement: Placement, *, num_layers: int | None = None, drop_share
     [0, 1, 2, 3, 0, 1]
     """
     _check_shares(placement, drop_shares, "SGLang")
-    n = int(placement.layers.max()) + 1 if num_layers is None else int(num_layers)
-    if n <= int(placement.layers.max()):
-        raise EplbError(f"num_layers {n} is too small for layer id {int(placement.layers.max())}; give the model's layer count")
+    n = _layer_count(placement.layers, num_layers)
     full = np.tile(np.arange(placement.num_slots, dtype=np.int64) % placement.num_experts, (n, 1))
     full[placement.layers] = placement.phy2log
     return {"physical_to_logical_map": full.tolist()}
@@ -162,9 +194,7 @@ def sglang_logical_count(loads, *, num_layers: int | None = None) -> dict:
     loads: a traces.ExpertLoads ([L, E] with layer ids)."""
     arr = np.asarray(loads.loads, dtype=np.float64)
     layers = np.asarray(loads.layers, dtype=np.int64)
-    n = int(layers.max()) + 1 if num_layers is None else int(num_layers)
-    if n <= int(layers.max()):
-        raise EplbError(f"num_layers {n} is too small for layer id {int(layers.max())}")
+    n = _layer_count(layers, num_layers)
     full = np.zeros((n, arr.shape[1]))
     full[layers] = arr
     if np.all(full == np.round(full)):
@@ -203,8 +233,9 @@ def _parse_yaml(text: str, where: str):
         raise EplbError(f"reading {where} needs PyYAML; install it with `pip install 'eplb[engines]'`") from None
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise EplbError(f"{where} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EplbError(f"{where} is not valid YAML ({first})") from None
 
 
 def from_trtllm(obj, topology: Topology, *, num_experts: int | None = None, method: str = "") -> Placement:
@@ -229,6 +260,8 @@ def from_trtllm(obj, topology: Topology, *, num_experts: int | None = None, meth
     layers = np.array([k for k, _ in items], dtype=np.int64)
     p2l = _as_int_array([v for _, v in items], "initial_global_assignments", 2)
     num_slots = obj.get("num_slots")
+    if num_slots is not None and (isinstance(num_slots, bool) or not isinstance(num_slots, int)):
+        raise EplbError(f"num_slots must be an integer, got {num_slots!r}")
     if num_slots is not None and int(num_slots) != p2l.shape[1]:
         raise EplbError(f"num_slots is {num_slots} but the assignments list {p2l.shape[1]} slots per layer")
     return _build(p2l, topology, layers, num_experts, method, "trtllm")
@@ -261,17 +294,19 @@ def from_vllm(obj, topology: Topology, *, layers=None, method: str = "") -> Plac
     arr = lambda x: x.detach().cpu().numpy() if hasattr(x, "detach") else x  # noqa: E731
     p2l = _as_int_array(arr(obj["physical_to_logical_map"]), "physical_to_logical_map", 2)
     cnt = obj.get("logical_replica_count")
-    E = int(np.asarray(arr(cnt)).shape[1]) if cnt is not None else None
+    if cnt is not None:
+        cnt = _as_int_array(arr(cnt), "logical_replica_count", 2)
+    E = int(cnt.shape[1]) if cnt is not None else None
     ids = None if layers is None else np.asarray(layers, dtype=np.int64).reshape(-1)
     if ids is not None and ids.shape[0] != p2l.shape[0]:
         raise EplbError(f"{ids.shape[0]} layer ids for {p2l.shape[0]} rows of the vLLM map; give one id per MoE layer")
     p = _build(p2l, topology, ids, E, method, "vllm")
-    if cnt is not None and not np.array_equal(np.asarray(arr(cnt)), p.logcnt):
+    if cnt is not None and not np.array_equal(cnt, p.logcnt):
         raise EplbError("logical_replica_count disagrees with physical_to_logical_map; the maps come from different placements")
     l2p = obj.get("logical_to_physical_map")
     if l2p is not None:
-        l2p = np.asarray(arr(l2p))
-        ok = l2p.ndim == 3 and l2p.shape[:2] == p.logcnt.shape
+        l2p = _as_int_array(arr(l2p), "logical_to_physical_map", 3)
+        ok = l2p.shape[:2] == p.logcnt.shape and (l2p.size == 0 or int(l2p.max()) < p.num_slots)
         if ok:
             valid = l2p >= 0
             lidx, eidx, _ = np.nonzero(valid)
@@ -318,9 +353,18 @@ def _detect_dict(obj, where) -> str:
 
 def _load_json(p: Path):
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(_read_text(p))
     except json.JSONDecodeError as exc:
         raise EplbError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise EplbError(f"{p} is JSON nested too deeply to be a placement or statistics") from None
+
+
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EplbError(f"{p} is not a text file; give a JSON or YAML placement (or name its format with --from)") from None
 
 
 def _load_pt(p: Path):
@@ -328,7 +372,18 @@ def _load_pt(p: Path):
         import torch
     except ImportError:
         raise EplbError(f"reading {p} needs torch; install it with `pip install 'eplb[torch]'`") from None
-    return torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file fails in many ways inside torch and pickle
+        raise EplbError(f"{p} is not a readable torch .pt file ({type(exc).__name__}); re-export it") from None
+
+
+def _load_npz(p: Path) -> dict:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # empty, truncated or pickled data, or not an .npz at all
+        raise EplbError(f"{p} is not a readable .npz file of integer maps ({type(exc).__name__}); re-export it") from None
 
 
 def read_placement(path: str | os.PathLike, fmt: str | None = None, *, topology: Topology | None = None,
@@ -352,14 +407,12 @@ def read_placement(path: str | os.PathLike, fmt: str | None = None, *, topology:
     if topology is None:
         raise EplbError(f"a {fmt} placement does not record its topology; give --preset or --nodes/--gpus-per-node/--slots-per-gpu")
     if fmt == "trtllm":
-        text = p.read_text(encoding="utf-8")
-        obj = json.loads(text) if suffix == ".json" else _parse_yaml(text, str(p))
+        obj = _load_json(p) if suffix == ".json" else _parse_yaml(_read_text(p), str(p))
         return from_trtllm(obj, topology, num_experts=num_experts)
     if suffix == ".pt":
         obj = _load_pt(p)
     elif suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            obj = {k: z[k] for k in z.files}
+        obj = _load_npz(p)
     else:
         obj = _load_json(p)
     if fmt == "sglang":

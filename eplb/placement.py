@@ -35,13 +35,23 @@ def _as_int_array(x, name: str, ndim: int) -> np.ndarray:
     except Exception as exc:  # ragged lists
         raise EplbError(f"{name} is not a rectangular array ({exc}); every row must have the same length") from None
     if arr.dtype == object:
-        raise EplbError(f"{name} is not a rectangular array; every row must have the same length")
+        raise EplbError(f"{name} is not a rectangular array of integers; every row must have the same length "
+                        "and hold expert or slot ids")
+    if arr.dtype.kind not in "iuf":
+        raise EplbError(f"{name} must hold integers, not {_KINDS.get(arr.dtype.kind, str(arr.dtype))}")
     if arr.ndim != ndim:
         raise EplbError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    if arr.size and arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise EplbError(f"{name} holds ids too large to be expert or slot ids")
+    if arr.size and arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise EplbError(f"{name} must hold integers")
+        if np.abs(arr).max() >= 2**62:
+            raise EplbError(f"{name} holds ids too large to be expert or slot ids")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+_KINDS = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes"}
 
 
 def logical_maps(phy2log: np.ndarray, num_experts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +88,13 @@ class Placement:
         object.__setattr__(self, "logcnt", _as_int_array(self.logcnt, "logcnt", 2))
         object.__setattr__(self, "layers", _as_int_array(self.layers, "layers", 1))
         if self.shares is not None:
-            shares = np.asarray(self.shares, dtype=np.float64)
-            object.__setattr__(self, "shares", np.ascontiguousarray(shares))
+            try:
+                shares = np.asarray(self.shares)
+                if shares.dtype.kind not in "iuf":
+                    raise TypeError(shares.dtype)
+            except (TypeError, ValueError):
+                raise EplbError("shares must be a rectangular array of numbers, one per slot") from None
+            object.__setattr__(self, "shares", np.ascontiguousarray(shares, dtype=np.float64))
         for name in ("phy2log", "log2phy", "logcnt", "layers", "shares"):
             arr = getattr(self, name)
             if arr is not None:
@@ -256,20 +271,33 @@ class Placement:
             raise EplbError(f"placement is missing {', '.join(missing)}")
         topo = Topology.from_dict(d["topology"])
         logcnt = _as_int_array(d["logcnt"], "logcnt", 2)
+        num_experts = d.get("num_experts", logcnt.shape[1])
+        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts != logcnt.shape[1]:
+            raise EplbError(f"num_experts is {num_experts!r} but logcnt covers {logcnt.shape[1]} experts; "
+                            "the file was edited or is corrupt, write it again with eplb place")
+        info = d.get("info") or {}
+        if not isinstance(info, dict):
+            raise EplbError(f"info must be an object, got {type(info).__name__}")
+        method = d.get("method", "")
+        if not isinstance(method, str):
+            raise EplbError(f"method must be a string, got {type(method).__name__}")
         log2phy = d.get("log2phy")
         if log2phy is None:
-            log2phy = logical_maps(_as_int_array(d["phy2log"], "phy2log", 2), logcnt.shape[1])[0]
-        return cls(
-            d["phy2log"], log2phy, logcnt, d["layers"], topo, d.get("method", ""),
-            d.get("shares"), dict(d.get("info") or {}),
-        )
+            phy2log = _as_int_array(d["phy2log"], "phy2log", 2)
+            if phy2log.size and (phy2log.min() < 0 or phy2log.max() >= num_experts):
+                raise EplbError(f"phy2log holds expert ids outside 0..{num_experts - 1}")
+            log2phy = logical_maps(phy2log, num_experts)[0]
+        return cls(d["phy2log"], log2phy, logcnt, d["layers"], topo, method, d.get("shares"), dict(info))
 
     @classmethod
     def from_json(cls, text: str) -> "Placement":
         try:
-            return cls.from_dict(json.loads(text))
+            obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EplbError(f"placement is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise EplbError("placement JSON is nested too deeply; it is not a placement") from None
+        return cls.from_dict(obj)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the JSON atomically (no partial file on failure)."""
@@ -290,8 +318,12 @@ def _jsonable(obj):
 
 def load_placement(path: str | os.PathLike) -> Placement:
     """Read a placement JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        raise EplbError(f"{path} is not a placement JSON file (it is not text); give the JSON written by eplb place, "
+                        "or convert an engine's file with eplb convert") from None
     try:
         return Placement.from_json(text)
     except EplbError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.topology import Topology
+from eplb.topology import MAX_SLOTS, Topology
 from solvers.redundancy import balance_curve, smallest_spare, spread_slots
 
 __all__ = ["RedundancyPlan", "plan_redundancy", "uniform_spares"]
@@ -158,12 +158,15 @@ def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, ma
     G = topology.num_gpus if isinstance(topology, Topology) else int(topology)
     if G <= 0:
         raise EplbError(f"need at least one GPU, got {G}")
-    if not (isinstance(target, (int, float)) and target >= 1.0):
+    if not (isinstance(target, (int, float)) and 1.0 <= target < float("inf")):
         raise EplbError(f"target is a max/mean ratio and must be >= 1 (e.g. 1.05), got {target!r}")
     L, E = arr.shape
     max_spare = max(E, 2 * G) if max_spare is None else int(max_spare)
     if max_spare < 0:
         raise EplbError(f"max_spare must be >= 0, got {max_spare}")
+    if E + max_spare > MAX_SLOTS:
+        raise EplbError(f"max_spare {max_spare} makes {E + max_spare} slots per layer, beyond the limit of {MAX_SLOTS} "
+                        "(far more than any deployment); give a smaller max_spare")
     step = max(1, G // 8) if step is None else int(step)
     if step < 1:
         raise EplbError(f"step must be >= 1, got {step}")

@@ -6,7 +6,11 @@ from dataclasses import asdict, dataclass
 
 from eplb.errors import EplbError
 
-__all__ = ["Topology", "PRESETS", "preset"]
+__all__ = ["Topology", "PRESETS", "preset", "MAX_SLOTS"]
+
+#: Physical expert slots per layer accepted in one topology: 50 times DeepSeek-V3's largest unit
+#: (320), so no real deployment reaches it, while a mistyped size is refused before it allocates.
+MAX_SLOTS = 16384
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,17 @@ class Topology:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise EplbError(f"topology {field} must be a positive integer, got {value!r}")
+        if self.num_slots > MAX_SLOTS:
+            raise EplbError(
+                f"the topology has {self.num_slots} slots per layer ({self.num_nodes} nodes x {self.gpus_per_node} "
+                f"GPUs x {self.slots_per_gpu} slots), beyond the limit of {MAX_SLOTS} (far more than any "
+                "deployment); check the sizes"
+            )
+        if self.num_groups > self.num_slots:
+            raise EplbError(
+                f"{self.num_groups} expert groups cannot fit {self.num_slots} slots per layer; the group count "
+                "must divide the model's experts"
+            )
 
     @property
     def num_gpus(self) -> int:

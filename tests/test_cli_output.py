@@ -265,7 +265,16 @@ def test_ctrl_c_stops_an_exact_placement(tmp_path):
     a = np.random.default_rng(0).gamma(0.3, size=(40, 256)) * 1000 + 1
 
     def ready(proc):  # the command opens its --loads FIFO only once it runs: feed it, then let it search
-        with open(fifo, "w") as fh:
+        deadline = time.monotonic() + 60
+        while True:  # a non-blocking open fails until the command opens its end (never hang the suite)
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the command never read its --loads FIFO"
+                time.sleep(0.05)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps({"loads": a.round().tolist()}))
         time.sleep(1.5)
 

@@ -217,7 +217,7 @@ def test_cli_simulate(tmp_path, capsys):
     assert main(["simulate", "--placement", str(pl), "--loads", str(loads), "--tokens-per-step", "3200000000",
                  "--topk", "3", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "fewer tokens" in err and not out.exists()
+    assert len(err.splitlines()) == 1 and "tokens per step" in err and not out.exists()
 
 
 def test_cli_simulate_prices_every_step(tmp_path, capsys):

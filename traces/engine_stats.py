@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import TraceError
-from traces.loads import ExpertLoads, _read_pt, from_array
+from traces.loads import ExpertLoads, _numeric, _read_pt, from_array
 
 __all__ = [
     "EngineCounts",
@@ -212,7 +212,7 @@ def read_sglang_counts(paths) -> EngineCounts:
         if not f.exists():
             raise FileNotFoundError(2, f"SGLang dump not found: {f}", str(f))
         data, _ = _read_pt(f)
-        data = np.asarray(data, dtype=np.float64)
+        data = _numeric(data, f"the counts in {f}")
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3:

@@ -28,7 +28,15 @@ import numpy as np
 
 from traces.errors import TraceError
 
-__all__ = ["ExpertLoads", "read_expert_loads", "from_array", "save_loads"]
+__all__ = ["ExpertLoads", "read_expert_loads", "from_array", "save_loads", "MAX_EXPERTS", "MAX_LAYERS", "MAX_LOAD"]
+
+#: Limits no real model or statistics reach; past them a file is corrupt or mis-scaled, and
+#: checking them first keeps a hostile file from allocating gigabytes.
+MAX_EXPERTS = 16384
+MAX_LAYERS = 4096
+#: Largest single load (token count) accepted: sums over experts and GPUs stay far from float
+#: overflow, in float32 too. Only the ratios of loads matter, so larger values can be rescaled.
+MAX_LOAD = 1e18
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,7 @@ def from_array(
     original layer id of each input row (default ``0..L-1``).
     """
     where = f" in {source}" if source else ""
-    try:
-        arr = np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TraceError(f"expert loads{where} are not numeric ({exc}); give numbers of tokens per expert") from None
+    arr = _numeric(array, f"expert loads{where}")
     if arr.ndim == 3:
         arr = arr.sum(axis=0)
     if arr.ndim != 2:
@@ -92,10 +97,24 @@ def from_array(
         raise TraceError(
             f"expert loads{where} contain a negative count (layer row {bad[0]}, expert {bad[1]}); counts must be >= 0"
         )
+    if arr.max() > MAX_LOAD:
+        raise TraceError(
+            f"expert loads{where} are too large (up to {arr.max():.3g}, above {MAX_LOAD:.0e}); only their ratios "
+            "matter, so rescale them (e.g. divide by the largest)"
+        )
+    if arr.shape[0] > MAX_LAYERS or arr.shape[1] > MAX_EXPERTS:
+        raise TraceError(
+            f"expert loads{where} have shape {arr.shape}, beyond {MAX_LAYERS} layers x {MAX_EXPERTS} experts "
+            "(more than any model has); give [layers, experts] statistics"
+        )
     if layers is None:
         layer_ids = np.arange(arr.shape[0], dtype=np.int64)
     else:
-        layer_ids = np.asarray(layers, dtype=np.int64).reshape(-1)
+        layer_ids = _numeric(layers, f"layer ids{where}").reshape(-1)
+        if not np.all(np.isfinite(layer_ids)) or np.any(layer_ids != np.round(layer_ids)) \
+                or np.any(np.abs(layer_ids) > 2**53):
+            raise TraceError(f"layer ids{where} must be integers")
+        layer_ids = layer_ids.astype(np.int64)
         if layer_ids.shape[0] != arr.shape[0]:
             raise TraceError(
                 f"{layer_ids.shape[0]} layer ids{where} for {arr.shape[0]} rows of loads; give one id per row"
@@ -118,12 +137,43 @@ def from_array(
     return ExpertLoads(arr, layer_ids, name=name, source=source, dropped_layers=dropped, notes=tuple(notes))
 
 
+def _reason(exc: BaseException) -> str:
+    """The first sentence of an exception raised by a third-party reader, for a one-line message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = text.split(". ")[0][:100]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _numeric(data, what: str) -> np.ndarray:
+    """``data`` (nested lists, a NumPy array or a torch tensor of any float type, bf16 included) as a
+    float64 array; booleans, complex numbers, text and ragged lists are refused."""
+    if hasattr(data, "detach") and hasattr(data, "is_floating_point"):  # torch tensor
+        data = data.detach().cpu()
+        data = (data.double() if data.is_floating_point() else data).numpy()
+    try:
+        arr = np.asarray(data)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise TraceError(f"{what} are not a rectangular array of numbers ({exc}); give numbers of tokens") from None
+    kind = arr.dtype.kind
+    if kind == "O":  # e.g. integers too large for int64, or mixed lists
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TraceError(f"{what} are not numbers ({str(exc)[:80]}); give numbers of tokens") from None
+    elif kind not in "iuf":
+        name = {"b": "booleans", "c": "complex", "U": "text", "S": "bytes"}.get(kind, f"of type {arr.dtype}")
+        raise TraceError(f"{what} are {name}, not real numbers; give numbers of tokens per expert")
+    return arr.astype(np.float64)
+
+
 def _read_json(path: Path):
     try:
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)
     except json.JSONDecodeError as exc:
         raise TraceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or re-export the file") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise TraceError(f"{path} is not JSON text ({type(exc).__name__}); give a JSON statistics file") from None
     layers = None
     if isinstance(obj, dict):
         for key in ("logical_count", "loads", "expert_load", "weight"):
@@ -142,7 +192,10 @@ def _read_pt(path: Path):
         import torch
     except ImportError:
         raise TraceError(f"reading {path} needs torch; install it with `pip install 'eplb[torch]'`") from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file fails in many ways inside torch and pickle
+        raise TraceError(f"{path} is not a readable torch .pt file ({_reason(exc)}); re-export it") from None
     if isinstance(obj, dict):
         if "logical_count" not in obj:
             raise TraceError(f"{path} holds keys {sorted(obj)[:6]}, not an SGLang stat dump with 'logical_count'")
@@ -151,27 +204,44 @@ def _read_pt(path: Path):
         data = obj["logical_count"]
     else:
         data = obj
-    return np.asarray(data.detach().cpu().numpy() if hasattr(data, "detach") else data, dtype=np.float64), None
+    return data, None
+
+
+def _load_numpy(path: Path):
+    """``np.load`` of a file that may be corrupt: any failure becomes a TraceError naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # empty, truncated, pickled (object) or foreign data
+        raise TraceError(f"{path} is not a readable {path.suffix} array of numbers ({_reason(exc)}); "
+                         "save the loads with numpy.save / numpy.savez") from None
 
 
 def _read_npz(path: Path):
-    with np.load(path, allow_pickle=False) as z:
-        keys = list(z.keys())
-        for key in ("loads", "logical_count", "weight"):
-            if key in z:
-                return z[key], (z["layers"] if "layers" in z else None)
-        if len(keys) == 1:
-            return z[keys[0]], None
+    z = _load_numpy(path)
+    if not hasattr(z, "files"):
+        return z, None
+    with z:
+        keys = list(z.files)
+        try:
+            for key in ("loads", "logical_count", "weight"):
+                if key in keys:
+                    return z[key], (z["layers"] if "layers" in keys else None)
+            if len(keys) == 1:
+                return z[keys[0]], None
+        except Exception as exc:
+            raise TraceError(f"{path} holds an unreadable array ({type(exc).__name__}); save the loads with "
+                             "numpy.savez") from None
     raise TraceError(f"{path} holds arrays {keys}; name the load array 'loads' (and optionally 'layers')")
 
 
 def _read_long(path: Path, suffix: str):
     import pandas as pd
 
-    if suffix == ".csv":
-        df = pd.read_csv(path)
-    else:
-        df = pd.read_parquet(path)
+    try:
+        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # empty, binary or malformed files fail in pandas and pyarrow in many ways
+        raise TraceError(f"{path} is not a readable {suffix[1:]} table ({_reason(exc)}); "
+                         "long-form loads need columns layer, expert, count") from None
     cols = {c.lower(): c for c in df.columns}
     count_col = next((cols[c] for c in ("count", "load", "tokens", "value") if c in cols), None)
     if "layer" not in cols or "expert" not in cols or count_col is None:
@@ -187,9 +257,18 @@ def _read_long(path: Path, suffix: str):
         raise TraceError(f"{path}: columns layer and expert must be integers")
     if expert.min() < 0:
         raise TraceError(f"{path}: expert ids must be >= 0 (found {expert.min()})")
+    top = int(expert.max())
+    if top >= MAX_EXPERTS:
+        raise TraceError(f"{path} names expert id {top}, beyond the limit of {MAX_EXPERTS} experts (more than any "
+                         "model has); check the expert column")
     layer_ids = np.unique(layer)
+    if layer_ids.size > MAX_LAYERS:
+        raise TraceError(f"{path} names {layer_ids.size} layers, beyond the limit of {MAX_LAYERS}; check the layer column")
+    if layer_ids.size * (top + 1) > max(1 << 20, 64 * len(df)):
+        raise TraceError(f"{path} names expert id {top} but has only {len(df)} rows for {layer_ids.size} layers; "
+                         "expert ids must number the experts of the model from 0")
     row = np.searchsorted(layer_ids, layer)
-    num_experts = int(expert.max()) + 1
+    num_experts = top + 1
     arr = np.zeros((layer_ids.size, num_experts))
     np.add.at(arr, (row, expert), count)
     if np.isnan(count).any():
@@ -214,7 +293,7 @@ def read_expert_loads(path: str | os.PathLike, *, drop_zero_layers: bool = True)
     elif suffix == ".pt":
         data, layers = _read_pt(path)
     elif suffix == ".npy":
-        data, layers = np.load(path, allow_pickle=False), None
+        data, layers = _load_numpy(path), None
     elif suffix == ".npz":
         data, layers = _read_npz(path)
     elif suffix in (".csv", ".parquet", ".pq"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -46,6 +47,9 @@ __all__ = [
 BLOCK_SIZE = 512
 #: Trace formats understood by :func:`read_requests`.
 FORMATS = ("mooncake", "azure", "vidur")
+#: Longest prompt or output accepted, in tokens: beyond any model's context window, so a larger
+#: length is a corrupt field (and would make a simulation run for ever).
+MAX_REQUEST_TOKENS = 1 << 22
 #: The bundled trace used when a command is given no requests.
 DEFAULT_REQUESTS = "mooncake_synthetic"
 _BUNDLED_FOLDER = "data/requests"
@@ -182,8 +186,14 @@ def from_lengths(input_len, output_len, arrival=None, cached=None, name: str = "
 def detect_format(path: str | os.PathLike) -> str:
     """Guess the format from the extension and the first line: ``mooncake``, ``azure`` or ``vidur``."""
     path = os.fspath(path)
-    with _open_text(path) as fh:
-        first = fh.readline().strip()
+    try:
+        with _open_text(path) as fh:
+            first = fh.readline().strip()
+    except (UnicodeDecodeError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise TraceError(f"{path} is not a text request trace ({type(exc).__name__}); give Mooncake JSONL, an Azure "
+                         "CSV or a Vidur CSV") from None
     if path.endswith((".jsonl", ".json", ".jsonl.gz")) or first.startswith("{"):
         return "mooncake"
     cols = [c.strip() for c in first.split(",")]
@@ -238,18 +248,29 @@ def _iter_mooncake(path, chunk_rows, block_size, keep_blocks, name) -> Iterator[
                 continue
             try:
                 d = json.loads(line)
-                L = int(d["input_length"])
-                o = int(d["output_length"])
+                L = _length(d["input_length"])
+                o = _length(d["output_length"])
                 blocks = d.get("hash_ids") or []
+                if not isinstance(blocks, list) or not all(_is_int64(b) for b in blocks):
+                    raise ValueError("hash_ids must be a list of integer block ids")
                 t = d.get("timestamp")
-            except (ValueError, KeyError, TypeError) as exc:
+                t = None if t is None else float(t)
+                if t is not None and not np.isfinite(t):
+                    raise ValueError(f"timestamp {t} is not finite")
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
                 raise TraceError(
                     f"{path}:{lineno}: not a Mooncake request line ({exc}); each line needs input_length, "
                     "output_length and optionally timestamp (ms) and hash_ids"
                 ) from None
+            if L < 0 or o < 0:
+                raise TraceError(f"{path}:{lineno}: negative {'input' if L < 0 else 'output'}_length; lengths are "
+                                 "token counts >= 0")
+            if L > MAX_REQUEST_TOKENS or o > MAX_REQUEST_TOKENS:
+                raise TraceError(f"{path}:{lineno}: a length of {max(L, o)} tokens is beyond the limit of "
+                                 f"{MAX_REQUEST_TOKENS} (longer than any context window); fix the line")
             if L < 1:
                 continue
-            arrival.append(np.nan if t is None else float(t) / 1000.0)
+            arrival.append(np.nan if t is None else t / 1000.0)
             inp.append(L)
             out.append(o)
             cached.append(cache.hit(blocks, L))
@@ -266,6 +287,27 @@ def _iter_mooncake(path, chunk_rows, block_size, keep_blocks, name) -> Iterator[
                      ids if keep_blocks else None, name, path, block_size)
 
 
+def _length(value) -> int:
+    """A token count from a trace field: an integer (or a float holding one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"length {value!r} is not an integer")
+    return int(value)
+
+
+def _is_int64(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _check_lengths(path, values: np.ndarray, what: str, first_line: int) -> np.ndarray:
+    """Integer token counts of a CSV column, or a TraceError naming the first bad line."""
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values > MAX_REQUEST_TOKENS)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TraceError(f"{path}:{first_line + i}: {what} {values[i]} is not a token count in 0..{MAX_REQUEST_TOKENS}; "
+                         "fix the line")
+    return values.astype(np.int64)
+
+
 def _iter_csv(path, fmt, chunk_rows, block_size, name) -> Iterator[Requests]:
     import pandas as pd
 
@@ -274,14 +316,22 @@ def _iter_csv(path, fmt, chunk_rows, block_size, name) -> Iterator[Requests]:
     else:
         cols = {"num_prefill_tokens": "inp", "num_decode_tokens": "out"}
     t0 = None
+    line = 2  # the header is line 1
     try:
         reader = pd.read_csv(path, usecols=list(cols), chunksize=chunk_rows)
         for df in reader:
             df = df.rename(columns=cols)
-            inp = df["inp"].to_numpy(dtype=np.int64)
-            out = df["out"].to_numpy(dtype=np.int64)
+            if len(df) == 0:
+                continue
+            inp = _check_lengths(path, pd.to_numeric(df["inp"]).to_numpy(dtype=np.float64), "prompt length", line)
+            out = _check_lengths(path, pd.to_numeric(df["out"]).to_numpy(dtype=np.float64), "output length", line)
+            line += len(df)
             if "t" in df:
-                ts = pd.to_datetime(df["t"]).to_numpy().astype("datetime64[ns]").astype(np.int64)
+                stamps = pd.to_datetime(df["t"])
+                if stamps.isna().any():
+                    i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+                    raise TraceError(f"{path}:{line - len(df) + i}: missing or unreadable TIMESTAMP; fix the line")
+                ts = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
                 if t0 is None:
                     t0 = ts[0]
                 arrival = (ts - t0) / 1e9
@@ -290,8 +340,11 @@ def _iter_csv(path, fmt, chunk_rows, block_size, name) -> Iterator[Requests]:
             keep = inp >= 1
             yield _chunk(arrival[keep], inp[keep], out[keep], np.zeros(int(keep.sum()), dtype=np.int64),
                          None, None, name, path, block_size)
-    except (ValueError, KeyError) as exc:
-        raise TraceError(f"{path}: cannot read as a {fmt} request CSV ({exc}); expected columns {', '.join(cols)}") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        if isinstance(exc, TraceError):
+            raise
+        first = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise TraceError(f"{path}: cannot read as a {fmt} request CSV ({first}); expected columns {', '.join(cols)}") from None
 
 
 def iter_requests(path: str | os.PathLike, format: str | None = None, chunk_rows: int = 65536,
@@ -310,10 +363,14 @@ def iter_requests(path: str | os.PathLike, format: str | None = None, chunk_rows
     if chunk_rows < 1 or block_size < 1:
         raise TraceError("chunk_rows and block_size must be positive")
     name = os.path.basename(path).split(".")[0]
-    if fmt == "mooncake":
-        yield from _iter_mooncake(path, chunk_rows, block_size, keep_blocks, name)
-    else:
-        yield from _iter_csv(path, fmt, chunk_rows, block_size, name)
+    try:
+        if fmt == "mooncake":
+            yield from _iter_mooncake(path, chunk_rows, block_size, keep_blocks, name)
+        else:
+            yield from _iter_csv(path, fmt, chunk_rows, block_size, name)
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TraceError(f"{path} is not a readable {fmt} request trace ({type(exc).__name__}); give a text "
+                         "(or gzipped) trace file") from None
 
 
 def concat_requests(parts: list[Requests], name: str = "", source: str = "") -> Requests:

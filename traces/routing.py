@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 EXPERT_DTYPE = np.int16
+#: Rounds of :func:`fit_gate` accepted: the sample doubles every 4 rounds, so more would take hours.
+MAX_FIT_ITERATIONS = 24
 
 # per-token noise as 65536 equally likely levels: u16 -> noise, one table lookup per (token, expert)
 _LEVELS = 1 << 16
@@ -353,6 +355,9 @@ def fit_gate(
         arr, layers = el.loads, el.layers
     L, E = arr.shape
     _check_gate(E, num_groups, topk_groups, topk)
+    if not 0 <= iterations <= MAX_FIT_ITERATIONS:
+        raise TraceError(f"iterations must be in 0..{MAX_FIT_ITERATIONS} (each round doubles the sample every 4 "
+                         f"rounds), got {iterations}")
     if request_sigma < 0 or not np.isfinite(request_sigma):
         raise TraceError(f"request_sigma must be a finite number >= 0, got {request_sigma}")
     if iterations < 0 or tokens <= 0:
@@ -453,6 +458,7 @@ def sample_steps(
         raise TraceError("num_steps, num_gpus, tokens_per_gpu and tokens_per_request must be positive")
     check_step_size(model.num_layers, num_gpus * tokens_per_gpu, model.topk, "a step of")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    tokens_per_request = min(tokens_per_request, tokens_per_gpu)  # a longer request is cut at the GPU's tokens
     per_gpu_req = -(-tokens_per_gpu // tokens_per_request)
     local = np.arange(tokens_per_gpu) // tokens_per_request  # request within GPU
     src = np.repeat(np.arange(num_gpus, dtype=np.int64), tokens_per_gpu)

@@ -2,10 +2,87 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 
 from eplb.errors import EplbError
 from eplb.topology import PRESETS, Topology, preset
 from traces import DEFAULT_WORKLOAD, ExpertLoads, load_workload, read_expert_loads, workloads
+
+
+# ------------------------------------------------------------------ argument types
+# Used as ``type=`` of options: a bad value is one line on stderr and exit status 2 (see eplb.cli).
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError("nan is not a number; give a value")
+    return value
+
+
+def finite(text: str) -> float:
+    """A finite number."""
+    value = _number(text)
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite; give a finite number")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number > 0."""
+    value = finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0."""
+    value = finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer in 0..2**63-1."""
+    value = _integer(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer in 0..2**63-1, got {text!r}")
+    return value
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """JSON of a command's result; a NaN or infinity (which JSON cannot carry) is an error, not output."""
+    try:
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        raise EplbError("the result holds NaN or infinity, which JSON cannot carry; check the numbers given") from None
 
 
 def add_loads_args(p: argparse.ArgumentParser, default_workload: str | None = DEFAULT_WORKLOAD) -> None:
@@ -30,12 +107,12 @@ def add_topology_args(p: argparse.ArgumentParser, default_preset: str = "deepsee
     g = p.add_argument_group("topology (a preset, or all of --nodes --gpus-per-node --slots-per-gpu)")
     g.add_argument("--preset", metavar="NAME", choices=sorted(PRESETS),
                    help=f"one of {', '.join(PRESETS)} (default {default_preset})")
-    g.add_argument("--nodes", type=int, help="number of nodes")
-    g.add_argument("--gpus-per-node", type=int, help="GPUs per node")
-    g.add_argument("--slots-per-gpu", type=int, help="expert slots per GPU")
-    g.add_argument("--slots", type=int, metavar="TOTAL",
+    g.add_argument("--nodes", type=positive_int, help="number of nodes")
+    g.add_argument("--gpus-per-node", type=positive_int, help="GPUs per node")
+    g.add_argument("--slots-per-gpu", type=positive_int, help="expert slots per GPU")
+    g.add_argument("--slots", type=positive_int, metavar="TOTAL",
                    help="physical expert slots per layer in total (experts + redundant), instead of --slots-per-gpu")
-    g.add_argument("--groups", type=int, help="expert groups of the model (default: the preset's, else 1)")
+    g.add_argument("--groups", type=positive_int, help="expert groups of the model (default: the preset's, else 1)")
 
 
 def resolve_topology(args, default_preset: str = "deepseek-v3-decode") -> Topology:
@@ -71,8 +148,16 @@ def loads_for_placement(args, placement, alternatives: str = "--loads FILE (or -
         workload = placement.info.get("workload")
         if not workload:
             raise EplbError(f"give {alternatives} with the statistics to use")
+        if workload not in workloads():
+            raise EplbError(f"the placement was made from {str(workload)!r}, which is not a bundled workload; "
+                            f"give {alternatives} with the statistics to use")
         args.workload = workload
     loads = resolve_loads(args, default_workload=None)
+    if loads.num_experts != placement.num_experts:
+        raise EplbError(
+            f"the loads cover {loads.num_experts} experts but the placement places {placement.num_experts}; "
+            "use statistics of the model the placement was made for"
+        )
     if loads.num_layers != placement.num_layers or not (loads.layers == placement.layers).all():
         raise EplbError(
             f"loads cover layers {loads.layers.tolist()[:4]}... ({loads.num_layers}) but the placement covers "

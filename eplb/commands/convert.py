@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from eplb._io import emit, write_file
-from eplb.commands._common import add_topology_args, resolve_topology
+from eplb.commands._common import add_topology_args, non_negative_int, positive_int, resolve_topology
 from eplb.errors import EplbError
-from eplb.formats import PLACEMENT_FORMATS, detect_format, dumps, parse_layers, read_placement, sglang_logical_count, write_placement
+from eplb.formats import (PLACEMENT_FORMATS, _load_json, _load_npz, _load_pt, detect_format, dumps, parse_layers,
+                          read_placement, sglang_logical_count, write_placement)
 
 COMMAND = "convert"
 
@@ -57,10 +58,10 @@ def register(sub) -> None:
     g = p.add_argument_group("layers")
     g.add_argument("--layers", metavar="IDS", help="layer ids, e.g. 3-60: the rows to keep of an SGLang map, or "
                                                    "the id of each row of a vLLM map (default: every row, ids 0..)")
-    g.add_argument("--num-layers", type=int, metavar="N", help="model layer count for SGLang output (default: "
+    g.add_argument("--num-layers", type=positive_int, metavar="N", help="model layer count for SGLang output (default: "
                                                               "largest layer id + 1; DeepSeek-V3 has 61)")
-    p.add_argument("--num-experts", type=int, metavar="E", help="logical experts of an engine map (default: largest id + 1)")
-    p.add_argument("--layer-updates-per-iter", type=int, default=0, metavar="N",
+    p.add_argument("--num-experts", type=positive_int, metavar="E", help="logical experts of an engine map (default: largest id + 1)")
+    p.add_argument("--layer-updates-per-iter", type=non_negative_int, default=0, metavar="N",
                    help="TensorRT-LLM: layers re-placed online per iteration (default 0: static placement)")
     p.add_argument("--drop-shares", action="store_true",
                    help="export a placement with uneven replica shares as its slot map alone")
@@ -76,16 +77,12 @@ def _is_stats(path: Path) -> bool:
     if suffix in (".yaml", ".yml"):
         return False
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return "physical_to_logical_map" not in z.files
+        return "physical_to_logical_map" not in _load_npz(path)
     if suffix == ".pt":
-        from eplb.formats import _load_pt
-
         obj = _load_pt(path)
         return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
     if suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
+        obj = _load_json(path)
         if isinstance(obj, list):
             return True
         return isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight"))

@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 
 from eplb._io import emit
+from eplb.commands._common import finite, json_text
 from eplb.errors import EplbError
 
 COMMAND = "cost"
+
+#: Largest magnitude of a number given to the cost model (tokens per day, KV length, prices...):
+#: beyond any deployment, and far enough from float overflow for the model's arithmetic.
+MAX_QUANTITY = 1e15
+
+
+def _quantity(text: str) -> float:
+    """A finite number of magnitude at most MAX_QUANTITY (the model checks signs and ranges)."""
+    import argparse
+
+    value = finite(text)
+    if abs(value) > MAX_QUANTITY:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond {MAX_QUANTITY:.0e}, more than any deployment")
+    return value
 
 
 def register(sub) -> None:
@@ -31,22 +45,22 @@ def register(sub) -> None:
                    help="kernel efficiency curves (default deepgemm: DeepSeek's published H800 kernels)")
     g.add_argument("--kernel-version", choices=VERSIONS, default="2025-02",
                    help="snapshot of DeepSeek's published kernel figures (default 2025-02, the published day)")
-    g.add_argument("--tokens-per-gpu", type=float, help="prefill: new tokens per GPU per step (default 16384)")
-    g.add_argument("--ttft", type=float, metavar="SECONDS",
+    g.add_argument("--tokens-per-gpu", type=_quantity, help="prefill: new tokens per GPU per step (default 16384)")
+    g.add_argument("--ttft", type=_quantity, metavar="SECONDS",
                    help="prefill: time-to-first-token target; runs the most tokens per GPU per step (at most "
                         "--tokens-per-gpu) whose mean TTFT (1.5 steps) stays within it (default: no target)")
-    g.add_argument("--requests-per-gpu", type=float,
+    g.add_argument("--requests-per-gpu", type=_quantity,
                    help="decode: requests per GPU (default: the most that reach --speed)")
-    g.add_argument("--speed", type=float, default=21.0, help="decode target tokens/s per user (default 21)")
-    g.add_argument("--kv-len", type=float, help="decode mean KV length (default: the day's 4989)")
-    g.add_argument("--mtp-tokens", type=float, default=1.0,
+    g.add_argument("--speed", type=_quantity, default=21.0, help="decode target tokens/s per user (default 21)")
+    g.add_argument("--kv-len", type=_quantity, help="decode mean KV length (default: the day's 4989)")
+    g.add_argument("--mtp-tokens", type=_quantity, default=1.0,
                    help="decode tokens per request per step with multi-token prediction (default 1: none)")
-    g.add_argument("--stage-overhead-us", type=float, default=0.0,
+    g.add_argument("--stage-overhead-us", type=_quantity, default=0.0,
                    help="launch/synchronisation overhead per overlapped stage (default 0)")
     g.add_argument("--deepep", choices=DEEPEP_SOURCES, default="benchmark",
                    help="speed of DeepEP's prefill (normal) kernels: benchmark = DeepEP's published tables (default); "
                         "trace = as inside DeepSeek's H800 trace, notify kernels included")
-    g.add_argument("--elementwise-scale", type=float, default=1.0,
+    g.add_argument("--elementwise-scale", type=_quantity, default=1.0,
                    help="multiply element-wise kernel time (norms, casts, SwiGLU, permutes; default 1; DeepSeek's "
                         "H800 training trace shows about 3.3)")
     g.add_argument("--no-overlap", action="store_true", help="run computation and communication back to back")
@@ -55,11 +69,11 @@ def register(sub) -> None:
                         "(default: perfectly balanced experts)")
     g.add_argument("--method", default="deepseek", help="placement method used with --workload (default deepseek)")
     d = p.add_argument_group("fleet and economics")
-    d.add_argument("--gpu-hour-usd", type=float, help="GPU rental price (default 2.0)")
-    d.add_argument("--average-nodes", type=float, help="average nodes in service (default 226.75)")
-    d.add_argument("--input-tokens", type=float, help="input tokens per day (default 608e9)")
-    d.add_argument("--cache-hit-tokens", type=float, help="input tokens per day that hit the KV cache (default 342e9)")
-    d.add_argument("--output-tokens", type=float, help="output tokens per day (default 168e9)")
+    d.add_argument("--gpu-hour-usd", type=_quantity, help="GPU rental price (default 2.0)")
+    d.add_argument("--average-nodes", type=_quantity, help="average nodes in service (default 226.75)")
+    d.add_argument("--input-tokens", type=_quantity, help="input tokens per day (default 608e9)")
+    d.add_argument("--cache-hit-tokens", type=_quantity, help="input tokens per day that hit the KV cache (default 342e9)")
+    d.add_argument("--output-tokens", type=_quantity, help="output tokens per day (default 168e9)")
     d.add_argument("--load-curve", metavar="CSV",
                    help="hourly load for the fleet plan: columns input_tokens_per_s, output_tokens_per_s "
                         "(default: the published day's hourly curve, beside its published node counts)")
@@ -110,10 +124,13 @@ def _read_curve(path: str):
             rows = list(csv.DictReader(fh))
         inp = np.array([float(r["input_tokens_per_s"]) for r in rows])
         out = np.array([float(r["output_tokens_per_s"]) for r in rows])
+        if not (np.all(np.isfinite(inp)) and np.all(np.isfinite(out))) or (inp < 0).any() or (out < 0).any():
+            raise ValueError("not finite")
     except FileNotFoundError:
         raise EplbError(f"load curve {path} not found") from None
     except (KeyError, ValueError, TypeError):
-        raise EplbError(f"load curve {path} needs numeric columns input_tokens_per_s and output_tokens_per_s") from None
+        raise EplbError(f"load curve {path} needs columns input_tokens_per_s and output_tokens_per_s of finite "
+                        "numbers >= 0") from None
     if inp.size == 0:
         raise EplbError(f"load curve {path} has no rows")
     return inp, out
@@ -172,5 +189,5 @@ def run(args) -> int:
                                     dec if "decode" in phases else None, speed, loads)
     elif args.day_shaped:
         raise EplbError("--day-shaped needs --requests TRACE")
-    emit(json.dumps(out, indent=1), args.output)
+    emit(json_text(out, indent=1), args.output)
     return 0

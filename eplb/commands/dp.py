@@ -1,15 +1,17 @@
 """``eplb dp``: route requests to data-parallel attention ranks and simulate the steps."""
 from __future__ import annotations
 
-import json
-
 from eplb._io import emit
+from eplb.commands._common import json_text, non_negative, positive, positive_int, seed
 from eplb.dp import COMPARE_POLICIES, DEFAULT_POLICY, DEFAULTS, compare, describe_policies, policies, simulate
 from eplb.dp.policies import ATTENTION_BALANCE, MIN_CHUNK
 from eplb.errors import EplbError
 from traces.requests import DEFAULT_REQUESTS, FORMATS, open_requests
 
 COMMAND = "dp"
+
+#: Requests simulated in one run, --repeat included (far longer than any published trace).
+MAX_REQUESTS = 1 << 24
 
 
 def register(sub) -> None:
@@ -24,23 +26,23 @@ def register(sub) -> None:
                    help="request trace: a file (Mooncake JSONL, Azure CSV or Vidur CSV) or a bundled trace's name "
                         f"(default: bundled {DEFAULT_REQUESTS})")
     p.add_argument("--format", choices=FORMATS, help="trace format (default: detected)")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N requests")
-    p.add_argument("--repeat", type=int, default=1, metavar="K",
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N requests")
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="K",
                    help="repeat the trace K times back to back (longer steady state; default 1)")
-    p.add_argument("--ranks", "-D", type=int, default=8, help="DP attention ranks (default 8)")
+    p.add_argument("--ranks", "-D", type=positive_int, default=8, help="DP attention ranks (default 8)")
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--policy", choices=policies(), help=f"one policy (default {DEFAULT_POLICY})")
     g.add_argument("--compare", action="store_true",
                    help=f"run {', '.join(COMPARE_POLICIES)} side by side")
-    p.add_argument("--token-budget", type=int, default=DEFAULTS["token_budget"],
+    p.add_argument("--token-budget", type=positive_int, default=DEFAULTS["token_budget"],
                    help="prefill tokens per rank per step (default %(default)s)")
-    p.add_argument("--attention-budget", type=float, metavar="PAIRS",
+    p.add_argument("--attention-budget", type=positive, metavar="PAIRS",
                    help="prefill attention query-key pairs per rank per step, for every policy (default: no limit)")
-    p.add_argument("--attention-balance", type=float, default=ATTENTION_BALANCE, metavar="ALPHA",
+    p.add_argument("--attention-balance", type=non_negative, default=ATTENTION_BALANCE, metavar="ALPHA",
                    help="balanced, prefill: cut chunks so no rank's step attention exceeds ALPHA times the "
                         "step's mean (default %(default)s; 0: plain token-budget chunking)")
-    p.add_argument("--min-chunk", type=int, default=MIN_CHUNK, metavar="TOKENS",
+    p.add_argument("--min-chunk", type=positive_int, default=MIN_CHUNK, metavar="TOKENS",
                    help="balanced, prefill: tokens a rank's first chunk keeps above that target (default %(default)s)")
     p.add_argument("--bind-at-arrival", action="store_true",
                    help="balanced, decode: bind each request to a rank when it arrives instead of when a rank "
@@ -48,18 +50,18 @@ def register(sub) -> None:
     p.add_argument("--no-balance-gate", action="store_true",
                    help="balanced, decode: never hold a request back to keep KV and request counts balanced "
                         "(see docs/dp.md)")
-    p.add_argument("--kv-capacity", type=int, default=DEFAULTS["kv_capacity"],
+    p.add_argument("--kv-capacity", type=positive_int, default=DEFAULTS["kv_capacity"],
                    help="decode KV tokens per rank (default %(default)s)")
-    p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"],
+    p.add_argument("--max-batch", type=positive_int, default=DEFAULTS["max_batch"],
                    help="decode running requests per rank (default %(default)s)")
-    p.add_argument("--load", type=float, default=DEFAULTS["load"],
+    p.add_argument("--load", type=positive, default=DEFAULTS["load"],
                    help="offered fraction of capacity that sets the arrival rate (default %(default)s)")
-    p.add_argument("--rate", type=float, help="requests per step instead of --load")
+    p.add_argument("--rate", type=positive, help="requests per step instead of --load")
     p.add_argument("--arrival", choices=["auto", "trace", "poisson", "batch"], default="auto",
                    help="arrival process (default: trace timestamps when present, else Poisson)")
-    p.add_argument("--batch-size", type=int, default=64, help="requests per step with --arrival batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of Poisson arrivals (default 0)")
-    p.add_argument("--time-limit", type=float, default=0.05, help="CP-SAT seconds per batch for --policy exact")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="requests per step with --arrival batch")
+    p.add_argument("--seed", type=seed, default=0, help="seed of Poisson arrivals (default 0)")
+    p.add_argument("--time-limit", type=positive, default=0.05, help="CP-SAT seconds per batch for --policy exact")
     p.add_argument("--cost-model", choices=["none", "h800"], default="none",
                    help="h800: step seconds from the analytic DeepSeek-V3 H800 cost model (eplb.cost), adding "
                         "seconds and tokens_per_second to each row")
@@ -73,6 +75,9 @@ def run(args) -> int:
     if args.repeat < 1:
         raise EplbError("--repeat must be at least 1")
     reqs = open_requests(args.requests or DEFAULT_REQUESTS, format=args.format, limit=args.limit)
+    if len(reqs) * args.repeat > MAX_REQUESTS:
+        raise EplbError(f"--repeat {args.repeat} makes {len(reqs) * args.repeat} requests, beyond the limit of "
+                        f"{MAX_REQUESTS}; repeat the trace fewer times")
     reqs = reqs.tile(args.repeat)
     options = dict(token_budget=args.token_budget, kv_capacity=args.kv_capacity, max_batch=args.max_batch,
                    load=args.load, rate=args.rate, arrival=args.arrival, batch_size=args.batch_size,
@@ -95,5 +100,5 @@ def run(args) -> int:
     out["trace"] = reqs.summary()
     out["settings"] = {"ranks": args.ranks, "phase": args.phase, "cost_model": args.cost_model, **options,
                        "balanced": ours}
-    emit(json.dumps(out, indent=1), args.output)
+    emit(json_text(out, indent=1), args.output)
     return 0

@@ -1,9 +1,7 @@
 """``eplb evaluate``: balance of a placement under given loads."""
 from __future__ import annotations
 
-import json
-
-from eplb.commands._common import add_loads_args, loads_for_placement
+from eplb.commands._common import add_loads_args, json_text, loads_for_placement, positive
 from eplb.evaluate import evaluate
 from eplb.placement import load_placement
 
@@ -20,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--phase", choices=("prefill", "decode"),
                    help="deployment phase for the predicted MoE step time (default: from the topology's name, "
                         "else decode)")
-    p.add_argument("--tokens-per-gpu", type=float, metavar="N",
+    p.add_argument("--tokens-per-gpu", type=positive, metavar="N",
                    help="prefill new tokens (default 16384) or decode requests (default 128) per GPU per step")
     p.set_defaults(func=run)
 
@@ -35,7 +33,7 @@ def run(args) -> int:
         out["method"] = placement.method
         out["topology"] = placement.topology.to_dict()
         out["cost"] = cost
-        print(json.dumps(out, indent=1))
+        print(json_text(out, indent=1))
         return 0
     s = ev.summary()
     print(f"placement: {args.placement} (method {placement.method or '?'}, {placement.topology.describe()})")

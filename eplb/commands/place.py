@@ -5,7 +5,8 @@ import json
 import sys
 
 from eplb.api import DEFAULT_METHOD, place
-from eplb.commands._common import add_loads_args, add_topology_args, resolve_loads, resolve_topology
+from eplb.commands._common import (add_loads_args, add_topology_args, non_negative, resolve_loads, resolve_topology,
+                                   seed)
 from eplb.evaluate import evaluate
 from eplb.migration import moves
 from eplb.placement import load_placement
@@ -29,13 +30,13 @@ def register(sub) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help=("time budget for methods that search: seconds per layer for exact and exact-mip "
                          "(default 2), seconds for all layers for the others"))
-    p.add_argument("--seed", type=int, default=None, help="random seed for randomized methods")
+    p.add_argument("--seed", type=seed, default=None, help="random seed for randomized methods")
     p.add_argument("--cross-node-budget", type=float, default=None, metavar="X",
                    help="node-aware: allowed relative increase of nodes reached per token (0 = none, inf = free)")
     p.add_argument("--previous", metavar="FILE",
                    help="placement JSON now on the GPUs: rebalance moving few expert weights (the default method auto "
                         "then keeps every layer within --tolerance of a fresh plan)")
-    p.add_argument("--tolerance", type=float, default=0.01,
+    p.add_argument("--tolerance", type=non_negative, default=0.01,
                    help="with --previous: allowed max GPU load above a fresh plan's, per layer (default 0.01 = 1%%)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="a method option, repeatable, e.g. --set kappa=0.5 (dispatch-aware), --set objective=p95 "

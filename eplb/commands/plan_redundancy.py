@@ -2,11 +2,11 @@
 that reach a target max/mean."""
 from __future__ import annotations
 
-import json
 import sys
 
 from eplb._io import emit
-from eplb.commands._common import add_loads_args, add_topology_args, resolve_loads, resolve_topology
+from eplb.commands._common import (add_loads_args, add_topology_args, finite, json_text, non_negative_int,
+                                   positive_int, resolve_loads, resolve_topology)
 from eplb.redundancy import plan_redundancy
 
 COMMAND = "plan-redundancy"
@@ -22,10 +22,10 @@ def register(sub) -> None:
     )
     add_loads_args(p)
     add_topology_args(p)
-    p.add_argument("--target", type=float, default=1.05, help="max/mean GPU load to reach (default 1.05)")
-    p.add_argument("--max-spare", type=int, default=None, metavar="K",
+    p.add_argument("--target", type=finite, default=1.05, help="max/mean GPU load to reach (default 1.05)")
+    p.add_argument("--max-spare", type=non_negative_int, default=None, metavar="K",
                    help="largest spare slot count to measure (default max(experts, 2 x GPUs))")
-    p.add_argument("--step", type=int, default=None, metavar="K",
+    p.add_argument("--step", type=positive_int, default=None, metavar="K",
                    help="spacing of the uneven curve (default GPUs / 8; 1 for exact per-layer minima)")
     p.add_argument("--json", action="store_true", help="write the plan as JSON instead of a table")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
@@ -83,7 +83,7 @@ def run(args) -> int:
     topo = resolve_topology(args)
     plan = plan_redundancy(loads, topo, target=args.target, max_spare=args.max_spare, step=args.step)
     if args.json:
-        text = json.dumps({"workload": loads.name or loads.source, "topology": topo.to_dict(), **plan.to_dict()}, indent=1)
+        text = json_text({"workload": loads.name or loads.source, "topology": topo.to_dict(), **plan.to_dict()}, indent=1)
     else:
         text = render(plan, topo, loads.name or loads.source)
     emit(text, args.output)

@@ -1,15 +1,20 @@
 """``eplb simulate``: token-level dispatch of a placement, per step, as JSON."""
 from __future__ import annotations
 
-import json
-
 from eplb._io import emit
-from eplb.commands._common import add_loads_args, loads_for_placement
+from eplb.commands._common import (add_loads_args, json_text, loads_for_placement, non_negative, non_negative_int,
+                                   positive_int, seed)
 from eplb.dispatch import POLICIES, simulate
 from eplb.errors import EplbError
 from eplb.placement import load_placement
 
 COMMAND = "simulate"
+
+#: Generated tokens per step accepted: 8 times DeepSeek-V3's prefill unit (32 GPUs x 16384), so no
+#: real step reaches it; a step is held in memory as [layers, tokens, top-k] expert ids.
+MAX_TOKENS_PER_STEP = 1 << 22
+#: Generated steps accepted (steps are generated one at a time; this bounds the run time).
+MAX_STEPS = 10000
 
 
 def register(sub) -> None:
@@ -28,24 +33,27 @@ def register(sub) -> None:
     add_loads_args(p, default_workload=None)
     p.add_argument("--routing", metavar="FILE", help="Parquet routing log (step, layer, src_gpu, experts), streamed")
     g = p.add_argument_group("generated tokens (with --loads or --workload)")
-    g.add_argument("--tokens-per-step", type=int, metavar="N",
+    g.add_argument("--tokens-per-step", type=positive_int, metavar="N",
                    help="tokens per step over all GPUs (default: 128 per GPU for decode workloads, else 8192 per GPU)")
-    g.add_argument("--steps", type=int, metavar="K",
+    g.add_argument("--steps", type=positive_int, metavar="K",
                    help="steps to generate (default: 4 for decode workloads, else 1; the time grows with "
                         "steps x tokens per step)")
-    g.add_argument("--tokens-per-request", type=int, metavar="R",
+    g.add_argument("--tokens-per-request", type=positive_int, metavar="R",
                    help="tokens per request in a step (default: 1 for decode workloads, else 1024)")
-    g.add_argument("--request-sigma", type=float, default=1.0,
+    g.add_argument("--request-sigma", type=non_negative, default=1.0,
                    help="spread of the per-request logit perturbation (0 = independent tokens; default 1.0)")
-    g.add_argument("--topk", type=int, default=8, help="experts per token (default 8)")
-    g.add_argument("--topk-groups", type=int, default=4, help="expert groups a token may use (default 4)")
-    g.add_argument("--fit-iterations", type=int, default=4, help="rounds fitting the gate to the loads (default 4)")
+    g.add_argument("--topk", type=positive_int, default=8, help="experts per token (default 8)")
+    g.add_argument("--topk-groups", type=positive_int,
+                   help="expert groups a token may use, at most the model's groups (default 4, or the group "
+                        "count when it is smaller)")
+    g.add_argument("--fit-iterations", type=non_negative_int, default=4,
+                   help="rounds fitting the gate to the loads (default 4)")
     p.add_argument("--replica-policy", default="random", choices=POLICIES,
                    help="how a token picks one replica of its expert (default random)")
-    p.add_argument("--max-nodes", type=int, default=4, help="node limit per token to check (default 4)")
+    p.add_argument("--max-nodes", type=positive_int, default=4, help="node limit per token to check (default 4)")
     p.add_argument("--phase", choices=("prefill", "decode"),
                    help="deployment phase for predicted_moe_time_ms (default: from the topology's name, else decode)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
     p.set_defaults(func=run)
 
@@ -64,14 +72,22 @@ def run(args) -> int:
         loads = loads_for_placement(args, placement, "--loads FILE, --workload NAME or --routing FILE.parquet")
         decode = (loads.name or "").startswith("decode")
         steps = args.steps if args.steps is not None else (4 if decode else 1)
-        if steps <= 0:
-            raise EplbError("--steps must be positive")
-        tps = args.tokens_per_step or (128 if decode else 8192) * topo.num_gpus
+        if steps > MAX_STEPS:
+            raise EplbError(f"--steps {steps} is beyond the limit of {MAX_STEPS} generated steps; "
+                            "simulate fewer steps")
+        tps = args.tokens_per_step if args.tokens_per_step is not None else (128 if decode else 8192) * topo.num_gpus
+        if tps > MAX_TOKENS_PER_STEP:
+            raise EplbError(f"{tps} tokens per step are beyond the limit of {MAX_TOKENS_PER_STEP} (a step is held "
+                            "in memory); give a smaller --tokens-per-step and more --steps")
         if tps % topo.num_gpus:
             raise EplbError(f"--tokens-per-step ({tps}) must be a multiple of the {topo.num_gpus} GPUs")
-        tpr = args.tokens_per_request or (1 if decode else 1024)
+        tpr = args.tokens_per_request if args.tokens_per_request is not None else (1 if decode else 1024)
+        topk_groups = min(4, topo.num_groups) if args.topk_groups is None else args.topk_groups
+        if topk_groups > topo.num_groups:
+            raise EplbError(f"--topk-groups {topk_groups} is more than the model's {topo.num_groups} expert groups; "
+                            f"give at most {topo.num_groups}")
         check_step_size(loads.num_layers, tps, args.topk, "a step of")
-        model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=min(args.topk_groups, topo.num_groups),
+        model = fit_gate(loads, num_groups=topo.num_groups, topk_groups=topk_groups,
                          topk=args.topk, request_sigma=args.request_sigma, iterations=args.fit_iterations, seed=args.seed)
         tokens = sample_steps(model, steps, num_gpus=topo.num_gpus, tokens_per_gpu=tps // topo.num_gpus,
                               tokens_per_request=tpr, seed=args.seed + 1)
@@ -81,7 +97,7 @@ def run(args) -> int:
     out = {"placement": str(args.placement), "method": placement.method, "topology": topo.to_dict(), **source,
            **result.summary()}
     out["predicted_moe_time_ms"] = _priced(placement, result, args.phase)
-    emit(json.dumps(out), args.output)
+    emit(json_text(out), args.output)
     return 0
 
 

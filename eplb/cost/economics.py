@@ -40,13 +40,11 @@ class PublishedDay:
                    "day_6_one_more_thing_deepseekV3R1_inference_system_overview.md@56d8685")
 
     def __post_init__(self):
-        for f in ("average_nodes", "gpus_per_node", "gpu_hour_usd", "hours"):
-            if not getattr(self, f) > 0:
-                raise EplbError(f"{f} must be positive, got {getattr(self, f)!r}")
+        for f in ("average_nodes", "gpus_per_node", "gpu_hour_usd", "hours", "input_tokens", "output_tokens"):
+            if not 0 < getattr(self, f) < float("inf"):
+                raise EplbError(f"{f} must be a positive finite number, got {getattr(self, f)!r}")
         if not 0 <= self.cache_hit_tokens <= self.input_tokens:
             raise EplbError("cache_hit_tokens must be between 0 and input_tokens")
-        if self.output_tokens < 0:
-            raise EplbError("output_tokens must be non-negative")
 
     @property
     def cache_hit_rate(self) -> float:

@@ -75,6 +75,11 @@ __all__ = [
 CostModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: Defaults of :func:`simulate`.
+#: Ranks simulated at once, and the largest token budget, KV capacity or batch of one rank: far beyond
+#: any deployment, so larger values are typing errors that would exhaust memory or time.
+MAX_RANKS = 16384
+MAX_PER_RANK = 1 << 40
+
 DEFAULTS = {
     "token_budget": 16384,      # prefill tokens per rank per step
     "kv_capacity": 524288,      # decode KV tokens per rank
@@ -206,16 +211,20 @@ class SimResult:
 def offered_rate(requests: Requests, phase: str, ranks: int, load: float, token_budget: float,
                  kv_capacity: float, max_batch: float) -> float:
     """Requests per step that offer ``load`` times the ranks' capacity (see module docstring)."""
-    if load <= 0:
-        raise EplbError(f"load must be positive (a fraction of capacity such as 0.9), got {load}")
+    if not (load > 0 and np.isfinite(load)):
+        raise EplbError(f"load must be a positive finite number (a fraction of capacity such as 0.9), got {load}")
     if phase == "prefill":
-        return load * ranks * token_budget / max(1.0, float(requests.new_tokens.mean()))
-    out = requests.output_len.astype(np.float64)
-    inp = requests.input_len.astype(np.float64)
-    by_batch = ranks * max_batch / out.mean()
-    kv_life = float((inp * out + out * (out + 1) / 2).mean())
-    by_kv = ranks * kv_capacity / kv_life
-    return load * min(by_batch, by_kv)
+        rate = load * ranks * token_budget / max(1.0, float(requests.new_tokens.mean()))
+    else:
+        out = requests.output_len.astype(np.float64)
+        inp = requests.input_len.astype(np.float64)
+        by_batch = ranks * max_batch / out.mean()
+        kv_life = float((inp * out + out * (out + 1) / 2).mean())
+        by_kv = ranks * kv_capacity / kv_life
+        rate = load * min(by_batch, by_kv)
+    if not np.isfinite(rate):
+        raise EplbError(f"load {load} gives an arrival rate too large to represent; give a load near 1")
+    return rate
 
 
 def arrival_steps(requests: Requests, rate: float, arrival: str = "auto", batch_size: int = 64,
@@ -233,8 +242,8 @@ def arrival_steps(requests: Requests, rate: float, arrival: str = "auto", batch_
         if batch_size < 1:
             raise EplbError("batch_size must be at least 1")
         return np.arange(n, dtype=np.int64) // int(batch_size)
-    if rate <= 0:
-        raise EplbError(f"rate must be positive requests per step, got {rate}")
+    if not (rate > 0 and np.isfinite(rate)):
+        raise EplbError(f"rate must be a positive finite number of requests per step, got {rate}")
     if arrival == "trace":
         if not requests.has_timestamps:
             raise EplbError("this trace has no timestamps; use arrival='poisson' or 'batch'")
@@ -804,6 +813,12 @@ def simulate(requests: Requests, ranks: int, phase: str = "prefill", policy: str
     ranks = int(ranks)
     if ranks < 1:
         raise EplbError(f"need at least one rank, got {ranks}")
+    if ranks > MAX_RANKS:
+        raise EplbError(f"{ranks} ranks are beyond the limit of {MAX_RANKS} (far more than any deployment); "
+                        "give fewer ranks")
+    for name, value in (("token_budget", token_budget), ("kv_capacity", kv_capacity), ("max_batch", max_batch)):
+        if value > MAX_PER_RANK:
+            raise EplbError(f"{name} {value} is beyond the limit of {MAX_PER_RANK} per rank; give a real size")
     if len(requests) == 0:
         raise EplbError("the request trace is empty")
     if token_budget < 1 or kv_capacity < 1 or max_batch < 1:
