@@ -131,15 +131,14 @@ def matches(token: str, found: list[tuple[float, int, str]]) -> bool:
     return False
 
 
-def problems(path: Path, exempt=frozenset(), inputs=(), pending=()) -> list[str]:
+def problems(path: Path, exempt=frozenset(), inputs=()) -> list[str]:
     """Every quoted number of ``path`` that its cited results files do not hold, and every block that
     quotes numbers without citing a results file, as one line each. Blocks starting with a prefix in
-    ``inputs`` hold sourced inputs, not measurements, and are skipped; so are blocks starting with a
-    prefix in ``pending`` (claims another change is about to settle)."""
+    ``inputs`` hold sourced inputs, not measurements, and are skipped."""
     out = []
     cache: dict[str, list] = {}
     for b in blocks(path):
-        if b.text.lstrip().startswith(tuple(inputs) + tuple(pending)):
+        if b.text.lstrip().startswith(tuple(inputs)):
             continue
         toks = [t for t in numbers(b.text) if t not in exempt]
         if not toks:
