@@ -164,3 +164,37 @@ def loads_for_placement(args, placement, alternatives: str = "--loads FILE (or -
             f"{placement.layers.tolist()[:4]}... ({placement.num_layers}); use statistics of the same layers"
         )
     return loads
+
+
+# ------------------------------------------------------------------ --set KEY=VALUE
+def parse_set(registry, name: str, pairs: list[str], flags: dict[str, str] | None = None,
+              not_cli: set[str] | frozenset = frozenset()) -> dict:
+    """Parse ``--set KEY=VALUE`` options of entry ``name`` of ``registry`` (an
+    :class:`eplb._registry.Registry`): keys are checked as the Python API checks them
+    (``registry.check_options``); values are read as JSON (numbers, true/false, null) or else taken
+    as text, and must match the type of the default. ``flags`` maps options that have their own
+    command-line flag to that flag; ``not_cli`` names options that take arrays or objects."""
+    params = registry.options(name)
+    flags = flags or {}
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise EplbError(f"--set expects KEY=VALUE, got {pair!r}")
+        if key in flags:
+            raise EplbError(f"set {key} with {flags[key]}, not --set")
+        registry.check_options(name, [key])
+        if key in not_cli:
+            raise EplbError(f"option {key} of {name} takes arrays or objects; use the Python API")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        default = params[key].default
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise EplbError(f"option {key} of {name} takes a {type(default).__name__} "
+                            f"(default {default!r}), got {text!r}")
+        out[key] = value
+    return out
