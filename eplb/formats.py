@@ -32,7 +32,7 @@ import numpy as np
 
 from eplb._io import write_file
 from eplb.errors import EplbError
-from eplb.placement import FORMAT, Placement, _as_int_array, logical_maps
+from eplb.placement import FORMAT, Placement, as_int_array, logical_maps
 from eplb.topology import Topology
 from traces.loads import MAX_LAYERS
 
@@ -182,7 +182,7 @@ def from_sglang(obj, topology: Topology, *, layers=None, num_experts: int | None
         obj = obj["physical_to_logical_map"]
     if hasattr(obj, "detach"):
         obj = obj.detach().cpu().numpy()
-    p2l = _as_int_array(obj, "physical_to_logical_map", 2)
+    p2l = as_int_array(obj, "physical_to_logical_map", 2)
     rows, ids = _select_rows(p2l, layers, "SGLang")
     return _build(rows, topology, ids, num_experts, method, "sglang")
 
@@ -258,7 +258,7 @@ def from_trtllm(obj, topology: Topology, *, num_experts: int | None = None, meth
     except (TypeError, ValueError):
         raise EplbError("'initial_global_assignments' keys must be integer layer ids") from None
     layers = np.array([k for k, _ in items], dtype=np.int64)
-    p2l = _as_int_array([v for _, v in items], "initial_global_assignments", 2)
+    p2l = as_int_array([v for _, v in items], "initial_global_assignments", 2)
     num_slots = obj.get("num_slots")
     if num_slots is not None and (isinstance(num_slots, bool) or not isinstance(num_slots, int)):
         raise EplbError(f"num_slots must be an integer, got {num_slots!r}")
@@ -292,10 +292,10 @@ def from_vllm(obj, topology: Topology, *, layers=None, method: str = "") -> Plac
     if not isinstance(obj, dict) or "physical_to_logical_map" not in obj:
         raise EplbError("a vLLM placement needs 'physical_to_logical_map' [MoE layers, physical experts]")
     arr = lambda x: x.detach().cpu().numpy() if hasattr(x, "detach") else x  # noqa: E731
-    p2l = _as_int_array(arr(obj["physical_to_logical_map"]), "physical_to_logical_map", 2)
+    p2l = as_int_array(arr(obj["physical_to_logical_map"]), "physical_to_logical_map", 2)
     cnt = obj.get("logical_replica_count")
     if cnt is not None:
-        cnt = _as_int_array(arr(cnt), "logical_replica_count", 2)
+        cnt = as_int_array(arr(cnt), "logical_replica_count", 2)
     E = int(cnt.shape[1]) if cnt is not None else None
     ids = None if layers is None else np.asarray(layers, dtype=np.int64).reshape(-1)
     if ids is not None and ids.shape[0] != p2l.shape[0]:
@@ -305,7 +305,7 @@ def from_vllm(obj, topology: Topology, *, layers=None, method: str = "") -> Plac
         raise EplbError("logical_replica_count disagrees with physical_to_logical_map; the maps come from different placements")
     l2p = obj.get("logical_to_physical_map")
     if l2p is not None:
-        l2p = _as_int_array(arr(l2p), "logical_to_physical_map", 3)
+        l2p = as_int_array(arr(l2p), "logical_to_physical_map", 3)
         ok = l2p.shape[:2] == p.logcnt.shape and (l2p.size == 0 or int(l2p.max()) < p.num_slots)
         if ok:
             valid = l2p >= 0
