@@ -10,7 +10,7 @@ import numpy as np
 from eplb._io import emit, write_file
 from eplb.commands._common import add_topology_args, non_negative_int, positive_int, resolve_topology
 from eplb.errors import EplbError
-from eplb.formats import (PLACEMENT_FORMATS, _load_json, _load_npz, _load_pt, detect_format, dumps, parse_layers,
+from eplb.formats import (PLACEMENT_FORMATS, detect_format, dumps, get_format, load_object, parse_layers,
                           read_placement, sglang_logical_count, write_placement)
 
 COMMAND = "convert"
@@ -74,19 +74,13 @@ def _is_stats(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix in (".npy", ".csv", ".parquet", ".pq"):
         return True
-    if suffix in (".yaml", ".yml"):
+    if suffix not in (".npz", ".pt", ".json"):
         return False
-    if suffix == ".npz":
-        return "physical_to_logical_map" not in _load_npz(path)
-    if suffix == ".pt":
-        obj = _load_pt(path)
-        return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
+    obj = load_object(path)
     if suffix == ".json":
-        obj = _load_json(path)
-        if isinstance(obj, list):
-            return True
-        return isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight"))
-    return False
+        return isinstance(obj, list) or (
+            isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight")))
+    return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
 
 
 def _topology(args):
@@ -110,14 +104,9 @@ def run(args) -> int:
                                num_experts=args.num_experts)
     if fmt == "eplb" and topo is not None and topo.num_slots != placement.topology.num_slots:
         raise EplbError(f"{path} was placed on {placement.topology.describe()}; the topology given does not match")
-    options = dict(num_layers=args.num_layers, layer_updates_per_iter=args.layer_updates_per_iter,
-                   drop_shares=args.drop_shares)
-    if args.to != "sglang":
-        options.pop("num_layers")
-    if args.to != "trtllm":
-        options.pop("layer_updates_per_iter")
-    if args.to == "eplb":
-        options.pop("drop_shares")
+    given = dict(num_layers=args.num_layers, layer_updates_per_iter=args.layer_updates_per_iter,
+                 drop_shares=args.drop_shares)
+    options = {k: v for k, v in given.items() if k in get_format(args.to).options}
     if args.output and args.output != "-":
         write_placement(placement, args.output, args.to, **options)
     else:
