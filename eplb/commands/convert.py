@@ -139,18 +139,7 @@ def _convert_stats(args, path: Path) -> int:
             raise EplbError("TensorRT-LLM statistics hold integer token counts; these loads are fractional")
         _write_folder_atomic(Path(args.output), lambda tmp: write_trtllm_statistics(tmp, loads.loads[None], layers=loads.layers))
     else:
-        if args.to == "loads":
-            text = json.dumps({"loads": _ints(loads.loads), "layers": loads.layers.tolist()})
-        elif args.to == "sglang":
-            obj = sglang_logical_count(loads, num_layers=args.num_layers)
-            text = '{"logical_count": [\n' + ",\n".join(json.dumps(r) for r in obj["logical_count"]) + "\n]}"
-        else:
-            L, E = loads.loads.shape
-            lines = ["layer,expert,count"]
-            vals = _ints(loads.loads)
-            for i, layer in enumerate(loads.layers.tolist()):
-                lines.extend(f"{layer},{e},{vals[i][e]}" for e in range(E))
-            text = "\n".join(lines)
+        text = _STATS_TEXT[args.to](loads, args.num_layers)
         if args.output and args.output != "-":
             write_file(args.output, text + "\n")
         else:
@@ -158,6 +147,28 @@ def _convert_stats(args, path: Path) -> int:
     print(f"eplb convert: statistics {loads.name or path}, {loads.num_layers} layers x {loads.num_experts} experts "
           f"(layers {int(loads.layers.min())}..{int(loads.layers.max())}) -> {args.to}", file=sys.stderr)
     return 0
+
+
+def _loads_json(loads, num_layers) -> str:
+    return json.dumps({"loads": _ints(loads.loads), "layers": loads.layers.tolist()})
+
+
+def _logical_count_json(loads, num_layers) -> str:
+    obj = sglang_logical_count(loads, num_layers=num_layers)
+    return '{"logical_count": [\n' + ",\n".join(json.dumps(r) for r in obj["logical_count"]) + "\n]}"
+
+
+def _long_csv(loads, num_layers) -> str:
+    E = loads.loads.shape[1]
+    lines = ["layer,expert,count"]
+    vals = _ints(loads.loads)
+    for i, layer in enumerate(loads.layers.tolist()):
+        lines.extend(f"{layer},{e},{vals[i][e]}" for e in range(E))
+    return "\n".join(lines)
+
+
+#: Text statistics formats (TensorRT-LLM's are a folder), each ``f(loads, num_layers) -> text``.
+_STATS_TEXT = {"loads": _loads_json, "sglang": _logical_count_json, "csv": _long_csv}
 
 
 def _ints(arr: np.ndarray):
