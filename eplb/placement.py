@@ -29,7 +29,9 @@ __all__ = ["Placement", "FORMAT", "load_placement", "schema"]
 FORMAT = "eplb.placement/v1"
 
 
-def _as_int_array(x, name: str, ndim: int) -> np.ndarray:
+def as_int_array(x, name: str, ndim: int) -> np.ndarray:
+    """``x`` as a C-contiguous int64 array of ``ndim`` dimensions; EplbError naming ``name`` if it is
+    ragged, not integer-valued, of another rank, or holds ids beyond int64."""
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists
@@ -83,10 +85,10 @@ class Placement:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "phy2log", _as_int_array(self.phy2log, "phy2log", 2))
-        object.__setattr__(self, "log2phy", _as_int_array(self.log2phy, "log2phy", 3))
-        object.__setattr__(self, "logcnt", _as_int_array(self.logcnt, "logcnt", 2))
-        object.__setattr__(self, "layers", _as_int_array(self.layers, "layers", 1))
+        object.__setattr__(self, "phy2log", as_int_array(self.phy2log, "phy2log", 2))
+        object.__setattr__(self, "log2phy", as_int_array(self.log2phy, "log2phy", 3))
+        object.__setattr__(self, "logcnt", as_int_array(self.logcnt, "logcnt", 2))
+        object.__setattr__(self, "layers", as_int_array(self.layers, "layers", 1))
         if self.shares is not None:
             try:
                 shares = np.asarray(self.shares)
@@ -115,7 +117,7 @@ class Placement:
         info: dict | None = None,
     ) -> "Placement":
         """Build a placement from ``phy2log`` [L, R]; ``log2phy`` lists replicas in slot order."""
-        p2l = _as_int_array(phy2log, "phy2log", 2)
+        p2l = as_int_array(phy2log, "phy2log", 2)
         if p2l.size and (p2l.min() < 0 or p2l.max() >= num_experts):
             raise EplbError(f"phy2log holds expert ids outside 0..{num_experts - 1}")
         log2phy, logcnt = logical_maps(p2l, num_experts)
@@ -270,7 +272,7 @@ class Placement:
         if missing:
             raise EplbError(f"placement is missing {', '.join(missing)}")
         topo = Topology.from_dict(d["topology"])
-        logcnt = _as_int_array(d["logcnt"], "logcnt", 2)
+        logcnt = as_int_array(d["logcnt"], "logcnt", 2)
         num_experts = d.get("num_experts", logcnt.shape[1])
         if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts != logcnt.shape[1]:
             raise EplbError(f"num_experts is {num_experts!r} but logcnt covers {logcnt.shape[1]} experts; "
@@ -283,7 +285,7 @@ class Placement:
             raise EplbError(f"method must be a string, got {type(method).__name__}")
         log2phy = d.get("log2phy")
         if log2phy is None:
-            phy2log = _as_int_array(d["phy2log"], "phy2log", 2)
+            phy2log = as_int_array(d["phy2log"], "phy2log", 2)
             if phy2log.size and (phy2log.min() < 0 or phy2log.max() >= num_experts):
                 raise EplbError(f"phy2log holds expert ids outside 0..{num_experts - 1}")
             log2phy = logical_maps(phy2log, num_experts)[0]

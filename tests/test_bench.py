@@ -59,3 +59,14 @@ def test_bench_cli_rejects_unknown_workload(tmp_path, capsys):
     assert main(["bench", "--workloads", "nope", "-o", str(out)]) == 2
     assert not out.exists()
     assert "unknown workload" in capsys.readouterr().err
+
+
+def test_bench_cli_prints_table_by_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the working folder
+    rc = main(["bench", "--workloads", "prefill_in512", "--presets", "deepseek-v3-decode", "--methods",
+               "deepseek", "--repeat", "1"])
+    assert rc == 0
+    record, body = read_stamp(capsys.readouterr().out)
+    assert body.startswith("# Placement benchmark") and "| deepseek-v3-decode | prefill_in512 | deepseek |" in body
+    assert record["command"] == "eplb bench --workloads prefill_in512 --presets deepseek-v3-decode --methods deepseek --repeat 1"
+    assert list(tmp_path.iterdir()) == []

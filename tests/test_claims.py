@@ -29,7 +29,7 @@ RESULTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks" / 
 
 #: how to produce each results file again (the stamp records it too; this is for a file without one)
 COMMANDS = {
-    "benchmarks/RESULTS.md": "eplb bench --exact",
+    "benchmarks/RESULTS.md": "eplb bench --exact -o benchmarks/RESULTS.md",
     "benchmarks/results/bench_cost.md": "PYTHONPATH=. python benchmarks/bench_cost.py",
     "benchmarks/results/bench_deepseek.md":
         "PYTHONPATH=. python benchmarks/bench_deepseek.py --reference /path/to/EPLB/eplb.py --repeat 3",

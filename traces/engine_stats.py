@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import TraceError
-from traces.loads import ExpertLoads, _numeric, _read_pt, from_array
+from traces.loads import ExpertLoads, _numeric, read_pt, from_array
 
 __all__ = [
     "EngineCounts",
@@ -211,7 +211,7 @@ def read_sglang_counts(paths) -> EngineCounts:
     for f in files:
         if not f.exists():
             raise FileNotFoundError(2, f"SGLang dump not found: {f}", str(f))
-        data, _ = _read_pt(f)
+        data, _ = read_pt(f)
         data = _numeric(data, f"the counts in {f}")
         if data.ndim == 2:
             data = data[None]

@@ -187,7 +187,7 @@ def _read_json(path: Path):
     return obj, None
 
 
-def _read_pt(path: Path):
+def read_pt(path: Path):
     try:
         import torch
     except ImportError:
@@ -291,7 +291,7 @@ def read_expert_loads(path: str | os.PathLike, *, drop_zero_layers: bool = True)
     if suffix == ".json":
         data, layers = _read_json(path)
     elif suffix == ".pt":
-        data, layers = _read_pt(path)
+        data, layers = read_pt(path)
     elif suffix == ".npy":
         data, layers = _load_numpy(path), None
     elif suffix == ".npz":

@@ -1,10 +1,9 @@
 """``eplb bench``: placement quality, certified gaps, run time and stability on the bundled
-real workloads, side by side for DeepSeek's reference and our methods; writes a Markdown table
-(benchmarks/RESULTS.md by default)."""
+real workloads, side by side for DeepSeek's reference and our methods; prints a Markdown table
+(or writes it to ``-o FILE``)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 
@@ -43,8 +42,7 @@ def register(sub) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timing runs per method (the fastest is reported)")
     p.add_argument("--noise", type=float, default=0.01, help="relative Gaussian load noise for the stability column")
     p.add_argument("--seed", type=int, default=0, help="seed of the load noise")
-    p.add_argument("-o", "--output", default="benchmarks/RESULTS.md", metavar="FILE",
-                   help="Markdown output ('-' for stdout; default benchmarks/RESULTS.md)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the Markdown table to FILE (default: stdout)")
     p.set_defaults(func=run)
 
 
@@ -79,7 +77,6 @@ def _timed(loads, topo, method, repeat, **opts):
 def bench_rows(wl_names, preset_names, method_names, *, exact=False, exact_time=2.0, repeat=5, noise=0.01,
                seed=0, log=None):
     """Run the benchmark; returns (rows, per-layer exact gaps {(preset, workload): [L]})."""
-    has_migration = importlib.util.find_spec("eplb.migration") is not None
     rows, exact_gaps = [], {}
     for pname in preset_names:
         topo = preset(pname)
@@ -87,56 +84,62 @@ def bench_rows(wl_names, preset_names, method_names, *, exact=False, exact_time=
             el = load_workload(wname)
             w = el.loads
             noisy = perturb(w, noise, seed)
-            results = {}
-            for m in method_names:
-                p, t = _timed(el, topo, m, repeat)
-                results[m] = (p, t)
+            results = {m: _timed(el, topo, m, repeat) for m in method_names}
+            bound = basic_bounds(w, topo)
             if exact:
                 t = time.perf_counter()
                 p = place(el, topo, "exact", time_limit=exact_time)
                 results["exact"] = (p, time.perf_counter() - t)
-            bound = basic_bounds(w, topo)
-            if exact:
-                bound = np.maximum(bound, np.asarray(results["exact"][0].info["bound"]))
-                exact_gaps[(pname, wname)] = results["exact"][0].info["gap"]
+                bound = np.maximum(bound, np.asarray(p.info["bound"]))
+                exact_gaps[(pname, wname)] = p.info["gap"]
             ref_max = evaluate(results["deepseek"][0], w).max if "deepseek" in results else None
             for m, (p, t) in results.items():
-                ev = evaluate(p, w)
-                gap = ev.max / bound
-                row = {
-                    "preset": pname, "workload": wname, "method": m,
-                    "imb_mean": float(ev.imbalance.mean()), "imb_worst": float(ev.imbalance.max()),
-                    "gap_mean": float(gap.mean()), "gap_worst": float(gap.max()),
-                    "proven": float((gap <= 1.005).mean()),
-                    "worse": int((ev.max > ref_max * (1 + 1e-12)).sum()) if ref_max is not None else None,
-                    "time_ms": 1000 * t, "moved": None,
-                }
-                if m != "exact":
-                    p2 = place(noisy, topo, m)
-                    row["moved"] = moved_fraction(p, p2)
-                if m == "deepseek" and topo.num_groups % topo.num_nodes == 0:
-                    gw = w.reshape(w.shape[0], topo.num_groups, -1).sum(axis=2)
-                    pinned = group_packing_bound(gw, topo.num_nodes, topo.gpus_per_node)
-                    row["pinned_gap"] = float((ev.max / np.maximum(bound, pinned)).mean())
+                row = _method_row(pname, wname, m, p, t, w, bound, ref_max, noisy, topo)
                 rows.append(row)
                 if log:
                     log(f"{pname} {wname} {m}: max/mean {row['imb_mean']:.4f} (worst {row['imb_worst']:.4f}), "
                         f"gap {row['gap_mean']:.4f}, {row['time_ms']:.1f} ms")
-            if has_migration and "auto" in results:
-                prev = results["auto"][0]
-                t = time.perf_counter()
-                p3 = place(noisy, topo, "auto", previous=prev, tolerance=0.01)
-                t = time.perf_counter() - t
-                ev = evaluate(p3, noisy)
-                bn = basic_bounds(noisy, topo)
-                rows.append({
-                    "preset": pname, "workload": wname, "method": "auto, previous=plan",
-                    "imb_mean": float(ev.imbalance.mean()), "imb_worst": float(ev.imbalance.max()),
-                    "gap_mean": float((ev.max / bn).mean()), "gap_worst": float((ev.max / bn).max()),
-                    "proven": float((ev.max / bn <= 1.005).mean()), "worse": None,
-                    "time_ms": 1000 * t, "moved": moved_fraction(prev, p3),
-                })
+            if "auto" in results:
+                rows.append(_replan_row(pname, wname, results["auto"][0], noisy, topo))
     return rows, exact_gaps
+
+
+def _method_row(pname, wname, m, p, t, w, bound, ref_max, noisy, topo) -> dict:
+    """One table row: placement ``p`` of method ``m`` (planned in ``t`` seconds) on loads ``w``."""
+    ev = evaluate(p, w)
+    gap = ev.max / bound
+    row = {
+        "preset": pname, "workload": wname, "method": m,
+        "imb_mean": float(ev.imbalance.mean()), "imb_worst": float(ev.imbalance.max()),
+        "gap_mean": float(gap.mean()), "gap_worst": float(gap.max()),
+        "proven": float((gap <= 1.005).mean()),
+        "worse": int((ev.max > ref_max * (1 + 1e-12)).sum()) if ref_max is not None else None,
+        "time_ms": 1000 * t, "moved": None,
+    }
+    if m != "exact":
+        p2 = place(noisy, topo, m)
+        row["moved"] = moved_fraction(p, p2)
+    if m == "deepseek" and topo.num_groups % topo.num_nodes == 0:
+        gw = w.reshape(w.shape[0], topo.num_groups, -1).sum(axis=2)
+        pinned = group_packing_bound(gw, topo.num_nodes, topo.gpus_per_node)
+        row["pinned_gap"] = float((ev.max / np.maximum(bound, pinned)).mean())
+    return row
+
+
+def _replan_row(pname, wname, prev, noisy, topo) -> dict:
+    """The ``auto, previous=plan`` row: migration-aware re-plan of ``prev`` on the noisy loads."""
+    t = time.perf_counter()
+    p3 = place(noisy, topo, "auto", previous=prev, tolerance=0.01)
+    t = time.perf_counter() - t
+    ev = evaluate(p3, noisy)
+    bn = basic_bounds(noisy, topo)
+    return {
+        "preset": pname, "workload": wname, "method": "auto, previous=plan",
+        "imb_mean": float(ev.imbalance.mean()), "imb_worst": float(ev.imbalance.max()),
+        "gap_mean": float((ev.max / bn).mean()), "gap_worst": float((ev.max / bn).max()),
+        "proven": float((ev.max / bn <= 1.005).mean()), "worse": None,
+        "time_ms": 1000 * t, "moved": moved_fraction(prev, p3),
+    }
 
 
 def _fmt(v, spec):
@@ -209,7 +212,7 @@ def _command_line(args) -> str:
         if value != defaults[key]:
             flag = "--" + key.replace("_", "-")
             parts.append(flag if value is True else f"{flag} {value}")
-    if args.output not in (defaults["output"], "-"):
+    if args.output not in (None, "-"):
         parts.append(f"-o {args.output}")
     return " ".join(parts)
 

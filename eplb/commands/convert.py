@@ -10,7 +10,7 @@ import numpy as np
 from eplb._io import emit, write_file
 from eplb.commands._common import add_topology_args, non_negative_int, positive_int, resolve_topology
 from eplb.errors import EplbError
-from eplb.formats import (PLACEMENT_FORMATS, _load_json, _load_npz, _load_pt, detect_format, dumps, parse_layers,
+from eplb.formats import (PLACEMENT_FORMATS, detect_format, dumps, get_format, load_object, parse_layers,
                           read_placement, sglang_logical_count, write_placement)
 
 COMMAND = "convert"
@@ -74,19 +74,13 @@ def _is_stats(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix in (".npy", ".csv", ".parquet", ".pq"):
         return True
-    if suffix in (".yaml", ".yml"):
+    if suffix not in (".npz", ".pt", ".json"):
         return False
-    if suffix == ".npz":
-        return "physical_to_logical_map" not in _load_npz(path)
-    if suffix == ".pt":
-        obj = _load_pt(path)
-        return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
+    obj = load_object(path)
     if suffix == ".json":
-        obj = _load_json(path)
-        if isinstance(obj, list):
-            return True
-        return isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight"))
-    return False
+        return isinstance(obj, list) or (
+            isinstance(obj, dict) and any(k in obj for k in ("logical_count", "loads", "expert_load", "weight")))
+    return not (isinstance(obj, dict) and "physical_to_logical_map" in obj)
 
 
 def _topology(args):
@@ -110,14 +104,9 @@ def run(args) -> int:
                                num_experts=args.num_experts)
     if fmt == "eplb" and topo is not None and topo.num_slots != placement.topology.num_slots:
         raise EplbError(f"{path} was placed on {placement.topology.describe()}; the topology given does not match")
-    options = dict(num_layers=args.num_layers, layer_updates_per_iter=args.layer_updates_per_iter,
-                   drop_shares=args.drop_shares)
-    if args.to != "sglang":
-        options.pop("num_layers")
-    if args.to != "trtllm":
-        options.pop("layer_updates_per_iter")
-    if args.to == "eplb":
-        options.pop("drop_shares")
+    given = dict(num_layers=args.num_layers, layer_updates_per_iter=args.layer_updates_per_iter,
+                 drop_shares=args.drop_shares)
+    options = {k: v for k, v in given.items() if k in get_format(args.to).options}
     if args.output and args.output != "-":
         write_placement(placement, args.output, args.to, **options)
     else:
@@ -150,18 +139,7 @@ def _convert_stats(args, path: Path) -> int:
             raise EplbError("TensorRT-LLM statistics hold integer token counts; these loads are fractional")
         _write_folder_atomic(Path(args.output), lambda tmp: write_trtllm_statistics(tmp, loads.loads[None], layers=loads.layers))
     else:
-        if args.to == "loads":
-            text = json.dumps({"loads": _ints(loads.loads), "layers": loads.layers.tolist()})
-        elif args.to == "sglang":
-            obj = sglang_logical_count(loads, num_layers=args.num_layers)
-            text = '{"logical_count": [\n' + ",\n".join(json.dumps(r) for r in obj["logical_count"]) + "\n]}"
-        else:
-            L, E = loads.loads.shape
-            lines = ["layer,expert,count"]
-            vals = _ints(loads.loads)
-            for i, layer in enumerate(loads.layers.tolist()):
-                lines.extend(f"{layer},{e},{vals[i][e]}" for e in range(E))
-            text = "\n".join(lines)
+        text = _STATS_TEXT[args.to](loads, args.num_layers)
         if args.output and args.output != "-":
             write_file(args.output, text + "\n")
         else:
@@ -169,6 +147,28 @@ def _convert_stats(args, path: Path) -> int:
     print(f"eplb convert: statistics {loads.name or path}, {loads.num_layers} layers x {loads.num_experts} experts "
           f"(layers {int(loads.layers.min())}..{int(loads.layers.max())}) -> {args.to}", file=sys.stderr)
     return 0
+
+
+def _loads_json(loads, num_layers) -> str:
+    return json.dumps({"loads": _ints(loads.loads), "layers": loads.layers.tolist()})
+
+
+def _logical_count_json(loads, num_layers) -> str:
+    obj = sglang_logical_count(loads, num_layers=num_layers)
+    return '{"logical_count": [\n' + ",\n".join(json.dumps(r) for r in obj["logical_count"]) + "\n]}"
+
+
+def _long_csv(loads, num_layers) -> str:
+    E = loads.loads.shape[1]
+    lines = ["layer,expert,count"]
+    vals = _ints(loads.loads)
+    for i, layer in enumerate(loads.layers.tolist()):
+        lines.extend(f"{layer},{e},{vals[i][e]}" for e in range(E))
+    return "\n".join(lines)
+
+
+#: Text statistics formats (TensorRT-LLM's are a folder), each ``f(loads, num_layers) -> text``.
+_STATS_TEXT = {"loads": _loads_json, "sglang": _logical_count_json, "csv": _long_csv}
 
 
 def _ints(arr: np.ndarray):
