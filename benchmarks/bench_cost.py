@@ -138,7 +138,7 @@ def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:
     decode: 128 requests per GPU) and dispatched with random replica choice. Stacked as layers, the
     throughput functions price every step on its own and average the step times."""
     from eplb.dispatch import simulate
-    from traces.routing import fit_gate, sample_steps
+    from traces.gate import fit_gate, sample_steps
 
     wl = traces.load_workload(workload)
     topo = eplb.preset(f"deepseek-v3-{phase}")

@@ -10,7 +10,7 @@
    windows, or on sampled steps, against the in-sample-optimal placement);
 5. decode preset: per-step imbalance (128 requests per GPU per step);
 6. what `eplb simulate` with its defaults costs on every bundled workload: the whole command, the
-   gate fit alone, and the fit's error (traces.routing.gate_error). Quick: ``--sections 6``
+   gate fit alone, and the fit's error (traces.gate.gate_error). Quick: ``--sections 6``
    (a few minutes) reruns only this timing section.
 
     PYTHONPATH=. python benchmarks/bench_dispatch.py [--methods deepseek,deepseek-global,robust]
@@ -37,7 +37,8 @@ import traces  # noqa: E402
 from eplb._io import write_file  # noqa: E402
 from eplb._stamp import write_results  # noqa: E402
 from eplb.dispatch import simulate  # noqa: E402
-from traces.routing import RoutedTokens, fit_gate, gate_error, sample_steps  # noqa: E402
+from traces.gate import fit_gate, gate_error, sample_steps  # noqa: E402
+from traces.routing import RoutedTokens  # noqa: E402
 
 PREFILL = ["prefill_in512", "prefill_in1024", "prefill_in2048", "prefill_in1000out1000", "prefill_in2000out100",
            "prefill_in500out1500"]
@@ -297,7 +298,7 @@ def default_command_section(workloads) -> list[str]:
             "(close to the wall time on an idle machine; the two differ by the load of other jobs). 'fit' is "
             "the default gate fit alone (4 rounds of 4,096, 8,192, 8,192 and 8,192 "
             "single-token requests per layer, all 58 layers), measured in this process. 'fit error' is "
-            "`traces.routing.gate_error` (total variation distance between the gate's per-expert selection "
+            "`traces.gate.gate_error` (total variation distance between the gate's per-expert selection "
             "frequencies on 65,536 fresh tokens and the targets; sampling of those tokens alone accounts for "
             "up to about 0.009), mean and worst over the 58 layers. 2 cores shared with other jobs; the load "
             f"average was {os.getloadavg()[0]:.1f} at the end.", "",

@@ -9,7 +9,8 @@ import eplb
 from eplb.dispatch import COMBINE_BYTES, DISPATCH_BYTES, choices, simulate
 from eplb.dispatch.choice import LayerTables, choose_replicas
 from eplb.dispatch.simulator import dispatch_layer
-from traces.routing import RoutedTokens, write_routing_parquet
+from traces.routing import RoutedTokens
+from traces.routing_logs import write_routing_parquet
 
 
 def _brute(gpu, valid, src, W, gpn, max_nodes=4):
@@ -175,7 +176,7 @@ def test_simulate_streams_parquet_pieces(tmp_path):
     p, tok = _small_case(3)
     path = tmp_path / "r.parquet"
     write_routing_parquet(path, tok, row_group_size=13)
-    from traces.routing import iter_routing_parquet
+    from traces.routing_logs import iter_routing_parquet
 
     whole = simulate(p, tok, choice="round-robin")
     streamed = simulate(p, iter_routing_parquet(path, batch_rows=17), choice="round-robin")

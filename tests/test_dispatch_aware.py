@@ -6,6 +6,7 @@ from scipy.optimize import linprog
 
 import eplb
 import traces
+import traces.gate
 from eplb.dispatch import simulate
 from eplb.policies.dispatch_aware import _arc_tables, arc_step_max, replica_graph_connected, ring_layout
 
@@ -52,8 +53,8 @@ def test_load_aware_dispatch_gains_more_on_the_ring():
     wl = traces.load_workload("prefill_in1024")
     sub = traces.from_array(wl.loads[:2], layers=wl.layers[:2])
     topo = eplb.preset("deepseek-v3-prefill")
-    model = traces.routing.fit_gate(sub, num_groups=8, topk_groups=4, iterations=4, tokens=4096, seed=0)
-    steps = list(traces.routing.sample_steps(model, 4, num_gpus=32, tokens_per_gpu=1024, tokens_per_request=256,
+    model = traces.gate.fit_gate(sub, num_groups=8, topk_groups=4, iterations=4, tokens=4096, seed=0)
+    steps = list(traces.gate.sample_steps(model, 4, num_gpus=32, tokens_per_gpu=1024, tokens_per_request=256,
                                              seed=1))
     ring = eplb.place(sub, topo, "dispatch-aware")
     glob = eplb.place(sub, topo, "deepseek-global")

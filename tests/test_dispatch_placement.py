@@ -83,7 +83,7 @@ def test_cli_cross_node_budget(tmp_path):
 
 def test_evaluation_modes(prefill4):
     from eplb.dispatch import in_sample, out_of_sample, per_step
-    from traces.routing import fit_gate
+    from traces.gate import fit_gate
 
     topo = eplb.Topology(2, 2, 3, 2)
     rng = np.random.default_rng(3)

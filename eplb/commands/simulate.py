@@ -61,7 +61,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from traces.routing import check_step_size, fit_gate, iter_routing_parquet, sample_steps
+    from traces.gate import fit_gate, sample_steps
+    from traces.routing import check_step_size
+    from traces.routing_logs import iter_routing_parquet
 
     options = parse_set(CHOICES, args.replica_choice, args.set)
     placement = load_placement(args.placement)

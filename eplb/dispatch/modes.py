@@ -21,10 +21,10 @@ def in_sample(placement: Placement, loads) -> dict:
 
 def per_step(placement: Placement, model, *, num_steps: int, tokens_per_gpu: int, tokens_per_request: int,
              choice: str = "random", seed: int = 0, **options) -> DispatchResult:
-    """Simulate ``num_steps`` steps routed by ``model`` (a :class:`traces.routing.GateModel`)
+    """Simulate ``num_steps`` steps routed by ``model`` (a :class:`traces.gate.GateModel`)
     and dispatched with replica ``choice`` (and its ``options``); see :meth:`DispatchResult.summary` for mean and p99 of the
     per-step max/mean."""
-    from traces.routing import sample_steps
+    from traces.gate import sample_steps
 
     t = placement.topology
     steps = sample_steps(model, num_steps, num_gpus=t.num_gpus, tokens_per_gpu=tokens_per_gpu,

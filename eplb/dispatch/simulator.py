@@ -241,7 +241,7 @@ def simulate(placement: Placement, tokens, *, choice: str = "random", seed: int 
 
     tokens: a :class:`traces.routing.RoutedTokens`, :class:`traces.routing.RoutingRows` or an
     iterable of them (e.g. :func:`traces.routing_log.iter_routing_parquet` or
-    :func:`traces.routing.sample_steps`), consumed once; logical expert ids, layer ids matching
+    :func:`traces.gate.sample_steps`), consumed once; logical expert ids, layer ids matching
     ``placement.layers``. choice: a replica choice from :func:`eplb.dispatch.choices`, with its
     ``options`` (e.g. ``rounds=256`` of ``two-choice``; an unknown one raises
     :class:`eplb.errors.UnknownOptionError`). Rows of one step and layer may arrive in several
