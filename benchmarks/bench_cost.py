@@ -138,7 +138,7 @@ def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:
     decode: 128 requests per GPU) and dispatched with random replica choice. Stacked as layers, the
     throughput functions price every step on its own and average the step times."""
     from eplb.dispatch import simulate
-    from traces.routing import fit_gate, sample_steps
+    from traces.gate import fit_gate, sample_steps
 
     wl = traces.load_workload(workload)
     topo = eplb.preset(f"deepseek-v3-{phase}")
@@ -147,7 +147,7 @@ def per_step_loads(workload: str, phase: str, steps: int) -> np.ndarray:
     per_gpu, per_request = (8192, 1024) if phase == "prefill" else (128, 1)
     data = sample_steps(gate, steps, num_gpus=topo.num_gpus, tokens_per_gpu=per_gpu, tokens_per_request=per_request,
                         seed=1)
-    work = simulate(placement, data, policy="random", seed=0).expert_work
+    work = simulate(placement, data, choice="random", seed=0).expert_work
     return work.reshape(-1, work.shape[-1]).astype(np.float64)
 
 

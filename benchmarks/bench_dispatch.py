@@ -4,13 +4,13 @@
 2. Pareto table on the prefill preset (8192 tokens per GPU per step, requests of 1024 tokens):
    max GPU load against RDMA traffic for the given methods and node-aware budgets;
 3. per-step gains of load-aware replica choice over uniform random choice on the same placement
-   (3a: every replica policy on prefill_in1024; 3b: every prefill workload, with the absolute p99
+   (3a: every replica choice on prefill_in1024; 3b: every prefill workload, with the absolute p99
    of each placement under load-aware choice and an out-of-sample dispatch-aware row);
 4. out of sample: plan on one workload, score on another (robust placement planned on several
    windows, or on sampled steps, against the in-sample-optimal placement);
 5. decode preset: per-step imbalance (128 requests per GPU per step);
 6. what `eplb simulate` with its defaults costs on every bundled workload: the whole command, the
-   gate fit alone, and the fit's error (traces.routing.gate_error). Quick: ``--sections 6``
+   gate fit alone, and the fit's error (traces.gate.gate_error). Quick: ``--sections 6``
    (a few minutes) reruns only this timing section.
 
     PYTHONPATH=. python benchmarks/bench_dispatch.py [--methods deepseek,deepseek-global,robust]
@@ -37,7 +37,8 @@ import traces  # noqa: E402
 from eplb._io import write_file  # noqa: E402
 from eplb._stamp import write_results  # noqa: E402
 from eplb.dispatch import simulate  # noqa: E402
-from traces.routing import RoutedTokens, fit_gate, gate_error, sample_steps  # noqa: E402
+from traces.gate import fit_gate, gate_error, sample_steps  # noqa: E402
+from traces.routing import RoutedTokens  # noqa: E402
 
 PREFILL = ["prefill_in512", "prefill_in1024", "prefill_in2048", "prefill_in1000out1000", "prefill_in2000out100",
            "prefill_in500out1500"]
@@ -63,13 +64,13 @@ def speed_section(layers: int) -> list[str]:
     if layers < wl.num_layers:
         p = eplb.place(traces.from_array(wl.loads[:layers], layers=wl.layers[:layers]), topo, "deepseek-global")
     rows = []
-    for policy in ("random", "round-robin", "two-choice"):
+    for choice in ("random", "round-robin", "two-choice"):
         t0 = time.perf_counter()
-        simulate(p, tok, policy=policy)
+        simulate(p, tok, choice=choice)
         dt = time.perf_counter() - t0
-        rows.append([policy, f"{T:,}", layers, f"{dt:.2f}", f"{T * layers / dt / 1e6:.1f}"])
+        rows.append([choice, f"{T:,}", layers, f"{dt:.2f}", f"{T * layers / dt / 1e6:.1f}"])
     return ["## 1. Simulator speed (prefill preset, 2 cores shared with other jobs)", "",
-            table(["replica policy", "tokens", "layers", "seconds", "M token-layers/s"], rows),
+            table(["replica choice", "tokens", "layers", "seconds", "M token-layers/s"], rows),
             "", "Target: 1M tokens x 58 layers in <= 10 s (uniform random replica choice).", ""]
 
 
@@ -96,7 +97,7 @@ def pareto_section(methods, budgets, data, wl, topo) -> tuple[list[str], dict]:
         t0 = time.perf_counter()
         placements[name] = eplb.place(wl, topo, "node-aware", cross_node_budget=b)
         times[name] = time.perf_counter() - t0
-    results = {name: simulate(p, data, policy="random", seed=1) for name, p in placements.items()}
+    results = {name: simulate(p, data, choice="random", seed=1) for name, p in placements.items()}
     steps = len(data)
     ref = results.get("deepseek")
     ref_rdma = ref.bytes()["rdma_dispatch_bytes"] if ref is not None else None
@@ -126,7 +127,7 @@ def pareto_section(methods, budgets, data, wl, topo) -> tuple[list[str], dict]:
     return lines, placements
 
 
-LA_POLICIES = ("random", "two-choice", "least-loaded", "water-fill")
+LA_CHOICES = ("random", "two-choice", "least-loaded", "water-fill")
 
 
 def _closer(p99: float, base: float) -> str:
@@ -139,22 +140,22 @@ def load_aware_section(placements, data, names, wl) -> list[str]:
         p = placements[name]
         base = None
         lw = eplb.evaluate(p, wl.loads).imbalance.mean()
-        for policy in LA_POLICIES:
+        for choice in LA_CHOICES:
             t0 = time.perf_counter()
-            r = simulate(p, data, policy=policy, seed=2)
+            r = simulate(p, data, choice=choice, seed=2)
             dt = time.perf_counter() - t0
             w = r.work_imbalance()
             p99 = float(np.percentile(w, 99))
             base = p99 if base is None else base
-            rows.append([name, policy, f"{lw:.4f}", f"{w.mean():.4f}", f"{p99:.4f}",
+            rows.append([name, choice, f"{lw:.4f}", f"{w.mean():.4f}", f"{p99:.4f}",
                          f"{r.received_imbalance().mean():.4f}", _closer(p99, base), f"{dt:.1f}"])
     return ["## 3. Load-aware replica choice (same placements, same steps, prefill preset)", "",
-            "### 3a. prefill_in1024, every replica policy", "",
+            "### 3a. prefill_in1024, every replica choice", "",
             "The steps of section 2. 'long-window' is max/mean of expected GPU load on the long-window loads "
             "(replicas splitting evenly). dispatch-aware chains the replicated experts around a ring of GPUs "
             "(every GPU holds one, the replica graph is connected) so that load-aware choice can shed any "
             "GPU's burst; see docs/dispatch.md.", "",
-            table(["placement", "replica policy", "long-window max/mean", "step max/mean (mean)",
+            table(["placement", "replica choice", "long-window max/mean", "step max/mean (mean)",
                    "step max/mean (p99)", "received max/mean", "p99 closer to 1 than random", "sim s"], rows),
             "", "Target: p99 max/mean at least 30% closer to 1 than uniform random choice on the same placement.", ""]
 
@@ -179,9 +180,9 @@ def all_workloads_section(workloads, names, steps: int, time_limit: float, plan_
         for m, (p, plan_s) in plans.items():
             lw = eplb.evaluate(p, wl.loads).imbalance.mean()
             res = {}
-            pols = ("random", "water-fill", "two-choice") if m == "dispatch-aware" else ("random", "water-fill")
-            for policy in pols:
-                res[policy] = float(np.percentile(simulate(p, data, policy=policy, seed=2).work_imbalance(), 99))
+            choices = ("random", "water-fill", "two-choice") if m == "dispatch-aware" else ("random", "water-fill")
+            for choice in choices:
+                res[choice] = float(np.percentile(simulate(p, data, choice=choice, seed=2).work_imbalance(), 99))
             base = res["random"]
             rows.append([wname, m, f"{lw:.4f}", f"{base:.4f}", f"{res['water-fill']:.4f}",
                          _closer(res["water-fill"], base),
@@ -244,16 +245,16 @@ def decode_section(steps: int) -> list[str]:
     rows = []
     for m in ("deepseek", "deepseek-global", "node-aware"):
         p = eplb.place(wl, topo, m)
-        for policy in ("random", "two-choice"):
-            s = simulate(p, data, policy=policy, seed=3).summary()
-            rows.append([m, policy, f"{eplb.evaluate(p, wl.loads).imbalance.mean():.4f}",
+        for choice in ("random", "two-choice"):
+            s = simulate(p, data, choice=choice, seed=3).summary()
+            rows.append([m, choice, f"{eplb.evaluate(p, wl.loads).imbalance.mean():.4f}",
                          f"{s['expert_work_max_over_mean']['mean']:.4f}", f"{s['expert_work_max_over_mean']['p99']:.4f}",
                          f"{s['received_max_over_mean']['mean']:.4f}", f"{s['rdma_nodes_per_token']:.2f}",
                          f"{s['within_max_nodes_fraction']:.3f}"])
     return ["## 5. Decode preset (decode_in1000out1000, 128 requests per GPU per step)", "",
             f"{steps} steps of 18,432 tokens; gate fitted in {fit_s:.0f} s, steps generated in {gen_s:.0f} s. "
             "node-aware falls back to the global policy here (8 groups cannot live on 18 nodes).", "",
-            table(["placement", "replica policy", "expected max/mean", "step max/mean (mean)", "step max/mean (p99)",
+            table(["placement", "replica choice", "expected max/mean", "step max/mean (mean)", "step max/mean (p99)",
                    "received max/mean", "remote nodes/token", "tokens within 4 nodes"], rows), ""]
 
 
@@ -297,7 +298,7 @@ def default_command_section(workloads) -> list[str]:
             "(close to the wall time on an idle machine; the two differ by the load of other jobs). 'fit' is "
             "the default gate fit alone (4 rounds of 4,096, 8,192, 8,192 and 8,192 "
             "single-token requests per layer, all 58 layers), measured in this process. 'fit error' is "
-            "`traces.routing.gate_error` (total variation distance between the gate's per-expert selection "
+            "`traces.gate.gate_error` (total variation distance between the gate's per-expert selection "
             "frequencies on 65,536 fresh tokens and the targets; sampling of those tokens alone accounts for "
             "up to about 0.009), mean and worst over the 58 layers. 2 cores shared with other jobs; the load "
             f"average was {os.getloadavg()[0]:.1f} at the end.", "",

@@ -6,10 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eplb
-from eplb.dispatch import COMBINE_BYTES, DISPATCH_BYTES, POLICIES, simulate
-from eplb.dispatch.policies import LayerTables, choose_replicas
+from eplb.dispatch import COMBINE_BYTES, DISPATCH_BYTES, choices, simulate
+from eplb.dispatch.choice import LayerTables, choose_replicas
 from eplb.dispatch.simulator import dispatch_layer
-from traces.routing import RoutedTokens, write_routing_parquet
+from traces.routing import RoutedTokens
+from traces.routing_logs import write_routing_parquet
 
 
 def _brute(gpu, valid, src, W, gpn, max_nodes=4):
@@ -82,7 +83,7 @@ def _small_case(seed=0, steps=3):
 
 def test_simulate_round_robin_matches_brute_force():
     p, tok = _small_case()
-    res = simulate(p, tok, policy="round-robin")
+    res = simulate(p, tok, choice="round-robin")
     W, gpn = p.topology.num_gpus, p.topology.gpus_per_node
     counter = {}
     for si, s in enumerate(np.unique(tok.step)):
@@ -105,21 +106,21 @@ def test_simulate_round_robin_matches_brute_force():
             assert res.remote[si, li] == remote
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_every_policy_conserves_work_and_uses_real_replicas(policy):
+@pytest.mark.parametrize("choice", choices())
+def test_every_choice_conserves_work_and_uses_real_replicas(choice):
     p, tok = _small_case(1)
-    res = simulate(p, tok, policy=policy, seed=3)
+    res = simulate(p, tok, choice=choice, seed=3)
     # expert work per layer equals the token-expert pairs routed, whatever the replica choice
     pairs = np.array([(tok.experts[l] >= 0).sum() for l in range(2)])
     assert np.array_equal(res.expert_work.sum(axis=(0, 2)), pairs)
     # work lands only on GPUs hosting the expert: compare per-expert reachability
     tables = LayerTables.from_placement(p)
     ex = tok.experts[0].astype(np.int64)
-    r = choose_replicas(tables, 0, ex, tok.src_gpu, policy, np.random.default_rng(0))
+    r = choose_replicas(tables, 0, ex, tok.src_gpu, choice, np.random.default_rng(0))
     valid = ex >= 0
     assert np.all(r[valid] < p.logcnt[0][ex[valid]])
     # same seed, same result
-    again = simulate(p, tok, policy=policy, seed=3)
+    again = simulate(p, tok, choice=choice, seed=3)
     assert np.array_equal(again.received, res.received)
 
 
@@ -131,16 +132,16 @@ def test_nearest_prefers_local_replica():
     T = 400
     ex = np.zeros((1, T, 1), np.int16)
     src = np.arange(T) % 4
-    res = simulate(p, RoutedTokens(ex, src, np.zeros(T), [0]), policy="nearest")
+    res = simulate(p, RoutedTokens(ex, src, np.zeros(T), [0]), choice="nearest")
     assert res.remote.sum() == 0
     assert res.expert_work[0, 0].tolist() == [100, 100, 100, 100]
 
 
-def test_weighted_follows_shares():
+def test_by_share_follows_shares():
     topo = eplb.Topology(1, 2, 1, 1)
     p = eplb.Placement.from_phy2log(np.array([[0, 0]]), topo, 1, shares=np.array([[0.8, 0.2]]))
     T = 20000
-    res = simulate(p, RoutedTokens(np.zeros((1, T, 1), np.int16), np.zeros(T), np.zeros(T), [0]), policy="weighted")
+    res = simulate(p, RoutedTokens(np.zeros((1, T, 1), np.int16), np.zeros(T), np.zeros(T), [0]), choice="by-share")
     assert abs(res.expert_work[0, 0, 0] / T - 0.8) < 0.02
 
 
@@ -153,9 +154,9 @@ def test_load_aware_balances_replicated_expert():
     T = 4000
     e = np.where(rng.random(T) < 0.5, 0, 1).astype(np.int16)[None, :, None]
     tok = RoutedTokens(e, rng.integers(0, 4, T), np.zeros(T), [0])
-    rand = simulate(p, tok, policy="random").work_imbalance()[0, 0]
+    rand = simulate(p, tok, choice="random").work_imbalance()[0, 0]
     for pol in ("two-choice", "least-loaded", "water-fill"):
-        aware = simulate(p, tok, policy=pol).work_imbalance()[0, 0]
+        aware = simulate(p, tok, choice=pol).work_imbalance()[0, 0]
         assert aware < rand - 0.3
 
 
@@ -175,10 +176,10 @@ def test_simulate_streams_parquet_pieces(tmp_path):
     p, tok = _small_case(3)
     path = tmp_path / "r.parquet"
     write_routing_parquet(path, tok, row_group_size=13)
-    from traces.routing import iter_routing_parquet
+    from traces.routing_logs import iter_routing_parquet
 
-    whole = simulate(p, tok, policy="round-robin")
-    streamed = simulate(p, iter_routing_parquet(path, batch_rows=17), policy="round-robin")
+    whole = simulate(p, tok, choice="round-robin")
+    streamed = simulate(p, iter_routing_parquet(path, batch_rows=17), choice="round-robin")
     assert np.array_equal(whole.received, streamed.received)
     assert np.array_equal(whole.expert_work, streamed.expert_work)
 
@@ -188,8 +189,8 @@ def test_simulate_rejects_foreign_layers():
     bad = RoutedTokens(tok.experts, tok.src_gpu, tok.step, [10, 11])
     with pytest.raises(eplb.EplbError, match="layer"):
         simulate(p, bad)
-    with pytest.raises(eplb.EplbError, match="policy"):
-        simulate(p, tok, policy="fastest")
+    with pytest.raises(eplb.EplbError, match="replica choice"):
+        simulate(p, tok, choice="fastest")
 
 
 def test_cli_simulate(tmp_path, capsys):
@@ -200,7 +201,7 @@ def test_cli_simulate(tmp_path, capsys):
     p.save(pl)
     rt = tmp_path / "r.parquet"
     write_routing_parquet(rt, tok)
-    assert main(["simulate", "--placement", str(pl), "--routing", str(rt), "--replica-policy", "round-robin"]) == 0
+    assert main(["simulate", "--placement", str(pl), "--routing", str(rt), "--replica-choice", "round-robin"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 3 and np.array(out["received_tokens"]).shape == (2, 4)
     assert "DeepSeek-V3" in out["predicted_moe_time_ms"]["note"]  # 8 experts: not priced
@@ -218,6 +219,35 @@ def test_cli_simulate(tmp_path, capsys):
                  "--topk", "3", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tokens per step" in err and not out.exists()
+
+
+def test_choice_options_are_checked(tmp_path, capsys):
+    from eplb.cli import main
+    from eplb.errors import UnknownOptionError
+
+    p, tok = _small_case(4)
+    # an option changes the draws of the choice that takes it; one it does not take is refused
+    coarse = simulate(p, tok, choice="two-choice", seed=1, rounds=1)
+    assert np.array_equal(coarse.expert_work.sum(axis=2), simulate(p, tok, choice="random").expert_work.sum(axis=2))
+    with pytest.raises(UnknownOptionError, match="rounds"):
+        simulate(p, tok, choice="random", rounds=4)
+    with pytest.raises(UnknownOptionError, match="passes"):
+        choose_replicas(LayerTables.from_placement(p), 0, tok.experts[0], tok.src_gpu, "water-fill",
+                        np.random.default_rng(0), rounds=4)
+    pl = tmp_path / "p.json"
+    p.save(pl)
+    rt = tmp_path / "r.parquet"
+    write_routing_parquet(rt, tok)
+    out = tmp_path / "s.json"
+    args = ["simulate", "--placement", str(pl), "--routing", str(rt), "-o", str(out), "--replica-choice"]
+    assert main(args + ["least-loaded", "--set", "rounds=8"]) == 0
+    assert json.loads(out.read_text())["replica_choice"] == "least-loaded"
+    out.unlink()
+    assert main(args + ["nearest", "--set", "rounds=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nearest has no option 'rounds'" in err and not out.exists()
+    assert main(args + ["two-choice", "--set", "rounds=many"]) == 2
+    assert "takes a int" in capsys.readouterr().err
 
 
 def test_cli_simulate_prices_every_step(tmp_path, capsys):

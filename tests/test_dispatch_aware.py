@@ -6,6 +6,7 @@ from scipy.optimize import linprog
 
 import eplb
 import traces
+import traces.gate
 from eplb.dispatch import simulate
 from eplb.policies.dispatch_aware import _arc_tables, arc_step_max, replica_graph_connected, ring_layout
 
@@ -52,14 +53,14 @@ def test_load_aware_dispatch_gains_more_on_the_ring():
     wl = traces.load_workload("prefill_in1024")
     sub = traces.from_array(wl.loads[:2], layers=wl.layers[:2])
     topo = eplb.preset("deepseek-v3-prefill")
-    model = traces.routing.fit_gate(sub, num_groups=8, topk_groups=4, iterations=4, tokens=4096, seed=0)
-    steps = list(traces.routing.sample_steps(model, 4, num_gpus=32, tokens_per_gpu=1024, tokens_per_request=256,
+    model = traces.gate.fit_gate(sub, num_groups=8, topk_groups=4, iterations=4, tokens=4096, seed=0)
+    steps = list(traces.gate.sample_steps(model, 4, num_gpus=32, tokens_per_gpu=1024, tokens_per_request=256,
                                              seed=1))
     ring = eplb.place(sub, topo, "dispatch-aware")
     glob = eplb.place(sub, topo, "deepseek-global")
 
-    def worst(p, policy):
-        return simulate(p, steps, policy=policy, seed=2).work_imbalance().max()
+    def worst(p, choice):
+        return simulate(p, steps, choice=choice, seed=2).work_imbalance().max()
 
     ring_wf, ring_rand, glob_wf = worst(ring, "water-fill"), worst(ring, "random"), worst(glob, "water-fill")
     assert ring_wf - 1 < 0.7 * (ring_rand - 1)
@@ -177,7 +178,7 @@ def test_water_fill_reaches_the_best_split_on_the_ring(seed):
     # a burst: this step's expert mix differs from the long-window one
     mix = rng.dirichlet(np.ones(E) * 0.7)
     ex = rng.choice(E, size=(1, T, 1), p=mix).astype(np.int16)
-    res = simulate(p, RoutedTokens(ex, rng.integers(0, 6, T), np.zeros(T), [0]), policy="water-fill", seed=seed)
+    res = simulate(p, RoutedTokens(ex, rng.integers(0, 6, T), np.zeros(T), [0]), choice="water-fill", seed=seed)
     got = res.expert_work[0, 0].max()
     counts = np.bincount(ex.ravel(), minlength=E).astype(float)
     gpu = np.arange(18) // 3

@@ -83,7 +83,7 @@ def test_cli_cross_node_budget(tmp_path):
 
 def test_evaluation_modes(prefill4):
     from eplb.dispatch import in_sample, out_of_sample, per_step
-    from traces.routing import fit_gate
+    from traces.gate import fit_gate
 
     topo = eplb.Topology(2, 2, 3, 2)
     rng = np.random.default_rng(3)
@@ -96,6 +96,6 @@ def test_evaluation_modes(prefill4):
     assert table["g"]["no_worse_than_reference"] == 1.0
     assert set(table["h"]) == {"imbalance_mean", "imbalance_worst", "no_worse_than_reference"}
     model = fit_gate(a, num_groups=2, topk_groups=1, topk=2, iterations=1, tokens=500)
-    res = per_step(pa, model, num_steps=5, tokens_per_gpu=16, tokens_per_request=4, policy="two-choice")
+    res = per_step(pa, model, num_steps=5, tokens_per_gpu=16, tokens_per_request=4, choice="two-choice")
     assert res.expert_work.shape == (5, 2, 4)
     assert res.expert_work.sum() == 5 * 2 * 64 * 2

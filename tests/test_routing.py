@@ -3,16 +3,11 @@ import numpy as np
 import pytest
 
 from traces import TraceError
-from traces.routing import (
-    RoutedTokens,
+from traces.gate import fit_gate, gate_error, route, sample_steps, select_experts
+from traces.routing import RoutedTokens, sample_step_loads
+from traces.routing_logs import (
     aggregate_routing_parquet,
-    fit_gate,
-    gate_error,
     iter_routing_parquet,
-    route,
-    sample_step_loads,
-    sample_steps,
-    select_experts,
     sglang_records_to_tokens,
     write_routing_parquet,
 )
@@ -73,7 +68,7 @@ def test_fitted_marginals_converge_to_targets():
 
 @pytest.mark.parametrize("sigma", [0.0, 1.5])
 def test_noise_table_is_gumbel_plus_normal(sigma):
-    from traces.routing import _noise_table
+    from traces.gate import _noise_table
 
     tab = _noise_table(sigma).astype(np.float64)
     assert tab.shape == (65536,) and np.all(np.diff(tab) >= 0)

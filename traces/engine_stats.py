@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import TraceError
-from traces.loads import ExpertLoads, _numeric, read_pt, from_array
+from traces.loads import FOLDER_READERS, ExpertLoads, from_array, numeric_array, read_pt
 
 __all__ = [
     "EngineCounts",
@@ -212,7 +212,7 @@ def read_sglang_counts(paths) -> EngineCounts:
         if not f.exists():
             raise FileNotFoundError(2, f"SGLang dump not found: {f}", str(f))
         data, _ = read_pt(f)
-        data = _numeric(data, f"the counts in {f}")
+        data = numeric_array(data, f"the counts in {f}")
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3:
@@ -234,3 +234,7 @@ def read_sglang_stat_dumps(paths, *, drop_zero_layers: bool = True) -> ExpertLoa
     el = ec.to_loads(drop_zero_layers=drop_zero_layers)
     note = f"SGLang stat dumps: {ec.meta['files']} file(s), {ec.counts.shape[0]} steps"
     return ExpertLoads(el.loads, el.layers, el.name, el.source, el.dropped_layers, el.notes + (note,))
+
+
+# the folder formats read by traces.read_expert_loads: TensorRT-LLM's when its meta file is there, else SGLang's
+FOLDER_READERS.extend([(is_trtllm_statistics, read_trtllm_statistics), (lambda path: True, read_sglang_stat_dumps)])

@@ -23,12 +23,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from traces.errors import TraceError
 
-__all__ = ["ExpertLoads", "read_expert_loads", "from_array", "save_loads", "MAX_EXPERTS", "MAX_LAYERS", "MAX_LOAD"]
+__all__ = ["ExpertLoads", "FOLDER_READERS", "read_expert_loads", "from_array", "numeric_array", "read_pt",
+           "save_loads", "MAX_EXPERTS", "MAX_LAYERS", "MAX_LOAD"]
 
 #: Limits no real model or statistics reach; past them a file is corrupt or mis-scaled, and
 #: checking them first keeps a hostile file from allocating gigabytes.
@@ -37,6 +39,11 @@ MAX_LAYERS = 4096
 #: Largest single load (token count) accepted: sums over experts and GPUs stay far from float
 #: overflow, in float32 too. Only the ratios of loads matter, so larger values can be rescaled.
 MAX_LOAD = 1e18
+
+#: Readers of statistics folders, tried in order: ``(accepts(path), read(path, drop_zero_layers=...))``.
+#: :mod:`traces.engine_stats` adds TensorRT-LLM's and SGLang's (the ``traces`` package imports it), so
+#: this module needs no import of the engine readers.
+FOLDER_READERS: list[tuple[Callable[[Path], bool], Callable[..., "ExpertLoads"]]] = []
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,31 @@ def from_array(
     original layer id of each input row (default ``0..L-1``).
     """
     where = f" in {source}" if source else ""
-    arr = _numeric(array, f"expert loads{where}")
+    arr = numeric_array(array, f"expert loads{where}")
     if arr.ndim == 3:
         arr = arr.sum(axis=0)
+    _check_counts(arr, where)
+    layer_ids = _layer_ids(layers, arr.shape[0], where)
+    notes: list[str] = []
+    dropped: tuple[int, ...] = ()
+    if drop_zero_layers:
+        zero = arr.sum(axis=1) == 0
+        if zero.all():
+            raise TraceError(f"every layer of the expert loads{where} is all zero; there is nothing to balance")
+        if zero.any():
+            dropped = tuple(int(x) for x in layer_ids[zero])
+            notes.append(f"dropped {len(dropped)} all-zero layer(s) {list(dropped)} (dense layers carry no expert load)")
+            arr = arr[~zero]
+            layer_ids = layer_ids[~zero]
+    arr = np.ascontiguousarray(arr)
+    arr.setflags(write=False)
+    layer_ids = np.ascontiguousarray(layer_ids)
+    layer_ids.setflags(write=False)
+    return ExpertLoads(arr, layer_ids, name=name, source=source, dropped_layers=dropped, notes=tuple(notes))
+
+
+def _check_counts(arr: np.ndarray, where: str) -> None:
+    """Refuse anything but a non-empty [layers, experts] array of finite counts >= 0 within the limits."""
     if arr.ndim != 2:
         raise TraceError(
             f"expert loads{where} have shape {arr.shape}; expected [layers, experts] or [steps, layers, experts]"
@@ -107,34 +136,22 @@ def from_array(
             f"expert loads{where} have shape {arr.shape}, beyond {MAX_LAYERS} layers x {MAX_EXPERTS} experts "
             "(more than any model has); give [layers, experts] statistics"
         )
+
+
+def _layer_ids(layers, rows: int, where: str) -> np.ndarray:
+    """[rows] int64 layer ids: ``layers`` checked (integers, one per row), or ``0..rows-1``."""
     if layers is None:
-        layer_ids = np.arange(arr.shape[0], dtype=np.int64)
-    else:
-        layer_ids = _numeric(layers, f"layer ids{where}").reshape(-1)
-        if not np.all(np.isfinite(layer_ids)) or np.any(layer_ids != np.round(layer_ids)) \
-                or np.any(np.abs(layer_ids) > 2**53):
-            raise TraceError(f"layer ids{where} must be integers")
-        layer_ids = layer_ids.astype(np.int64)
-        if layer_ids.shape[0] != arr.shape[0]:
-            raise TraceError(
-                f"{layer_ids.shape[0]} layer ids{where} for {arr.shape[0]} rows of loads; give one id per row"
-            )
-    notes: list[str] = []
-    dropped: tuple[int, ...] = ()
-    if drop_zero_layers:
-        zero = arr.sum(axis=1) == 0
-        if zero.all():
-            raise TraceError(f"every layer of the expert loads{where} is all zero; there is nothing to balance")
-        if zero.any():
-            dropped = tuple(int(x) for x in layer_ids[zero])
-            notes.append(f"dropped {len(dropped)} all-zero layer(s) {list(dropped)} (dense layers carry no expert load)")
-            arr = arr[~zero]
-            layer_ids = layer_ids[~zero]
-    arr = np.ascontiguousarray(arr)
-    arr.setflags(write=False)
-    layer_ids = np.ascontiguousarray(layer_ids)
-    layer_ids.setflags(write=False)
-    return ExpertLoads(arr, layer_ids, name=name, source=source, dropped_layers=dropped, notes=tuple(notes))
+        return np.arange(rows, dtype=np.int64)
+    layer_ids = numeric_array(layers, f"layer ids{where}").reshape(-1)
+    if not np.all(np.isfinite(layer_ids)) or np.any(layer_ids != np.round(layer_ids)) \
+            or np.any(np.abs(layer_ids) > 2**53):
+        raise TraceError(f"layer ids{where} must be integers")
+    layer_ids = layer_ids.astype(np.int64)
+    if layer_ids.shape[0] != rows:
+        raise TraceError(
+            f"{layer_ids.shape[0]} layer ids{where} for {rows} rows of loads; give one id per row"
+        )
+    return layer_ids
 
 
 def _reason(exc: BaseException) -> str:
@@ -144,7 +161,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _numeric(data, what: str) -> np.ndarray:
+def numeric_array(data, what: str) -> np.ndarray:
     """``data`` (nested lists, a NumPy array or a torch tensor of any float type, bf16 included) as a
     float64 array; booleans, complex numbers, text and ragged lists are refused."""
     if hasattr(data, "detach") and hasattr(data, "is_floating_point"):  # torch tensor
@@ -282,11 +299,11 @@ def read_expert_loads(path: str | os.PathLike, *, drop_zero_layers: bool = True)
     if not path.exists():
         raise FileNotFoundError(2, f"expert-load file not found: {path}; check the path", str(path))
     if path.is_dir():
-        from traces.engine_stats import is_trtllm_statistics, read_sglang_stat_dumps, read_trtllm_statistics
-
-        if is_trtllm_statistics(path):
-            return read_trtllm_statistics(path, drop_zero_layers=drop_zero_layers)
-        return read_sglang_stat_dumps(path, drop_zero_layers=drop_zero_layers)
+        for accepts, reader in FOLDER_READERS:
+            if accepts(path):
+                return reader(path, drop_zero_layers=drop_zero_layers)
+        raise TraceError(f"{path} is a folder of no known statistics format; give TensorRT-LLM statistics "
+                         "or SGLang stat dumps")
     suffix = path.suffix.lower()
     if suffix == ".json":
         data, layers = _read_json(path)

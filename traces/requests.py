@@ -111,10 +111,6 @@ class Requests:
     def has_timestamps(self) -> bool:
         return len(self) > 0 and not np.isnan(self.arrival).any()
 
-    @property
-    def has_blocks(self) -> bool:
-        return self.block_ptr is not None
-
     def blocks(self, i: int) -> np.ndarray:
         """Block ids of request ``i``'s prompt: [blocks] int64 (empty without block ids)."""
         if self.block_ptr is None:

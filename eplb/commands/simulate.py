@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from eplb._io import emit
 from eplb.commands._common import (add_loads_args, json_text, loads_for_placement, non_negative, non_negative_int,
-                                   positive_int, seed)
-from eplb.dispatch import POLICIES, simulate
+                                   parse_set, positive_int, seed)
+from eplb.dispatch import CHOICES, choices, simulate
 from eplb.errors import EplbError
 from eplb.placement import load_placement
 
@@ -48,8 +48,10 @@ def register(sub) -> None:
                         "count when it is smaller)")
     g.add_argument("--fit-iterations", type=non_negative_int, default=4,
                    help="rounds fitting the gate to the loads (default 4)")
-    p.add_argument("--replica-policy", default="random", choices=POLICIES,
+    p.add_argument("--replica-choice", default="random", choices=choices(),
                    help="how a token picks one replica of its expert (default random)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the replica choice, e.g. rounds=64 for two-choice (repeatable)")
     p.add_argument("--max-nodes", type=positive_int, default=4, help="node limit per token to check (default 4)")
     p.add_argument("--phase", choices=("prefill", "decode"),
                    help="deployment phase for predicted_moe_time_ms (default: from the topology's name, else decode)")
@@ -59,8 +61,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from traces.routing import check_step_size, fit_gate, iter_routing_parquet, sample_steps
+    from traces.gate import fit_gate, sample_steps
+    from traces.routing import check_step_size
+    from traces.routing_logs import iter_routing_parquet
 
+    options = parse_set(CHOICES, args.replica_choice, args.set)
     placement = load_placement(args.placement)
     topo = placement.topology
     if args.routing:
@@ -93,7 +98,8 @@ def run(args) -> int:
                               tokens_per_request=tpr, seed=args.seed + 1)
         source = {"loads": loads.name or loads.source, "tokens_per_step": tps, "tokens_per_request": tpr,
                   "request_sigma": args.request_sigma}
-    result = simulate(placement, tokens, policy=args.replica_policy, seed=args.seed, max_nodes=args.max_nodes)
+    result = simulate(placement, tokens, choice=args.replica_choice, seed=args.seed, max_nodes=args.max_nodes,
+                      **options)
     out = {"placement": str(args.placement), "method": placement.method, "topology": topo.to_dict(), **source,
            **result.summary()}
     out["predicted_moe_time_ms"] = _priced(placement, result, args.phase)

@@ -5,10 +5,11 @@ from eplb.cost.economics import (DAY, PublishedDay, busiest_hour_utilisation, da
                                  hourly_load, margin, published_hours)
 from eplb.cost.kernels import KernelProfile, kernel_profile
 from eplb.cost.specs import HARDWARE, MODELS, Hardware, MoEModel, hardware, model
-from eplb.cost.step import (DEPLOYMENTS, Deployment, StepTime, attention_spread, decode_rank_time, decode_throughput,
-                            deployment, deployment_for, hbm_max_requests, layer_stages, moe_step_time,
-                            per_step_moe_time, prefill_pairs_per_token, prefill_rank_time, prefill_throughput,
-                            step_time)
+from eplb.cost.deployment import DEPLOYMENTS, Deployment, deployment, deployment_for
+from eplb.cost.step import (StepTime, decode_rank_time, layer_stages, moe_step_time, per_step_moe_time,
+                            prefill_rank_time, step_time)
+from eplb.cost.throughput import (attention_spread, decode_throughput, hbm_max_requests, prefill_pairs_per_token,
+                                  prefill_throughput)
 
 __all__ = ["DAY", "DEPLOYMENTS", "Deployment", "HARDWARE", "Hardware", "KernelProfile", "MODELS", "MoEModel",
            "PublishedDay", "StepTime", "attention_spread", "busiest_hour_utilisation", "daily_cost", "daily_revenue",

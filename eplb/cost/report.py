@@ -6,8 +6,9 @@ import numpy as np
 
 from eplb.cost.economics import (DAY, PublishedDay, busiest_hour_utilisation, daily_cost, daily_revenue, fleet_plan,
                                  hourly_load, margin, published_hours)
-from eplb.cost.step import (DEPLOYMENTS, Deployment, decode_throughput, layer_stages, moe_step_time,
-                            prefill_throughput)
+from eplb.cost.deployment import DEPLOYMENTS, Deployment
+from eplb.cost.step import layer_stages, moe_step_time
+from eplb.cost.throughput import decode_throughput, prefill_throughput
 from eplb.errors import EplbError
 
 __all__ = ["PUBLISHED", "published_prefill", "published_decode", "published_operating_point", "evaluate_day"]

@@ -36,13 +36,12 @@ class Hardware:
     nvlink_usable_gbps: float
     rdma_gbps: float
     gpus_per_node: int
-    clock_ratio: float = 1.0
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 _HW_FIELDS = ("sms", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "nvlink_usable_gbps",
-              "rdma_gbps", "gpus_per_node", "clock_ratio")
+              "rdma_gbps", "gpus_per_node")
 
 
 @lru_cache(maxsize=None)
@@ -97,10 +96,6 @@ class MoEModel:
     def expert_params(self) -> int:
         """Parameters of one routed expert (gate, up and down projections)."""
         return 3 * self.hidden * self.moe_intermediate
-
-    @property
-    def expert_flops_per_token(self) -> float:
-        return 2.0 * self.expert_params
 
     def attention_gemms(self, phase: str) -> list[tuple[int, int]]:
         """(N, K) of the weight GEMMs of one attention block, per token. Prefill runs MLA with the

@@ -13,17 +13,17 @@ COMBINE; DP loads through ATTN (attention pairs or KV tokens) and the send side 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from eplb.cost import kernels as K
+from eplb.cost.deployment import DEPLOYMENTS, Deployment
 from eplb.cost.specs import hardware, model as get_model, specs_data
 from eplb.errors import EplbError
 
-__all__ = ["Deployment", "DEPLOYMENTS", "deployment", "deployment_for", "StepTime", "layer_stages", "moe_step_time", "step_time",
-           "prefill_rank_time", "decode_rank_time", "decode_throughput", "prefill_throughput", "hbm_max_requests",
-           "ACT_BYTES_PER_TOKEN", "ACT_BYTES_PER_PAIR"]
+__all__ = ["StepTime", "layer_stages", "moe_step_time", "per_step_moe_time", "step_time", "prefill_rank_time",
+           "decode_rank_time", "ACT_BYTES_PER_TOKEN", "ACT_BYTES_PER_PAIR"]
 
 #: Element-wise traffic per token per layer, in units of the hidden size (bytes): two RMSNorms with FP8
 #: output (read 2 + write 1, twice), two residual adds (read 2+2, write 2, twice) = 18 bytes per hidden value.
@@ -32,89 +32,6 @@ ACT_BYTES_PER_TOKEN = 18
 #: write), gather and weight the BF16 outputs (read 2 + write 2) = 6 bytes per hidden value, plus SwiGLU
 #: (read 2x BF16 intermediate, write FP8) = 5 bytes per intermediate value.
 ACT_BYTES_PER_PAIR = 6
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A serving unit. EP size = DP size = ``num_gpus`` (DeepSeek's prefill EP32/DP32, decode EP144/DP144).
-
-    prefill: ``tokens_per_gpu`` new tokens per GPU per step, from sequences of ``seq_new`` new tokens after a
-    cached prefix of ``seq_prefix``; decode: ``requests_per_gpu`` requests with a mean KV length ``kv_len``.
-    ``mtp_tokens`` tokens per request per decode step (1 without multi-token prediction).
-    include_comm / include_elementwise / reserve_comm_sms switch terms off and elementwise_scale multiplies the
-    element-wise kernel time, for attribution tables. ``deepep``: "benchmark" (DeepEP's published tables) or
-    "trace" (prefill's normal kernels as fast as inside DeepSeek's H800 trace, notify kernels included).
-    """
-
-    phase: str
-    num_gpus: int
-    slots_per_gpu: int
-    gpus_per_node: int = 8
-    tokens_per_gpu: float = 16384.0
-    seq_new: float = 4096.0
-    seq_prefix: float = 0.0
-    requests_per_gpu: float = 128.0
-    kv_len: float = 4096.0
-    micro_batches: int = 2
-    overlap: bool = True
-    stage_overhead_us: float = 0.0
-    mtp_tokens: float = 1.0
-    include_comm: bool = True
-    include_elementwise: bool = True
-    elementwise_scale: float = 1.0
-    reserve_comm_sms: bool = True
-    hardware: str = "h800"
-    model: str = "deepseek-v3"
-    kernels: str = "deepgemm"
-    version: str = "2025-02"
-    deepep: str = "benchmark"
-    name: str = ""
-
-    def __post_init__(self):
-        if self.phase not in ("prefill", "decode"):
-            raise EplbError(f"phase must be 'prefill' or 'decode', got {self.phase!r}")
-        for f in ("num_gpus", "slots_per_gpu", "gpus_per_node", "micro_batches"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-                raise EplbError(f"deployment {f} must be a positive integer, got {v!r}")
-        for f in ("tokens_per_gpu", "seq_new", "requests_per_gpu", "kv_len", "mtp_tokens", "elementwise_scale"):
-            v = getattr(self, f)
-            if not np.isfinite(v) or v <= 0:
-                raise EplbError(f"deployment {f} must be positive, got {v!r}")
-        if self.deepep not in K.DEEPEP_SOURCES:
-            raise EplbError(f"deployment deepep must be one of {', '.join(K.DEEPEP_SOURCES)}, got {self.deepep!r}")
-        if self.seq_prefix < 0 or self.stage_overhead_us < 0:
-            raise EplbError("deployment seq_prefix and stage_overhead_us must be non-negative")
-        if self.num_gpus % self.gpus_per_node and self.num_gpus > self.gpus_per_node:
-            raise EplbError(f"num_gpus {self.num_gpus} is not a whole number of {self.gpus_per_node}-GPU nodes")
-
-    @property
-    def num_nodes(self) -> int:
-        return max(1, self.num_gpus // self.gpus_per_node)
-
-    def with_(self, **changes) -> "Deployment":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-#: DeepSeek's published units (Day-6 overview) with the profile-data batch sizes. The decode unit's request
-#: count is a placeholder: :func:`decode_throughput` solves it for a per-user speed.
-DEPLOYMENTS = {
-    "deepseek-v3-prefill": Deployment("prefill", 32, 9, tokens_per_gpu=16384, seq_new=4096, seq_prefix=0,
-                                      name="deepseek-v3-prefill"),
-    "deepseek-v3-decode": Deployment("decode", 144, 2, requests_per_gpu=128, kv_len=4989,
-                                     name="deepseek-v3-decode"),
-}
-
-
-def deployment(name: str) -> Deployment:
-    """A deployment preset by name (see :data:`DEPLOYMENTS`)."""
-    try:
-        return DEPLOYMENTS[name]
-    except KeyError:
-        raise EplbError(f"unknown deployment {name!r}; choose one of {', '.join(DEPLOYMENTS)}") from None
 
 
 def _parts(dep: Deployment):
@@ -139,24 +56,8 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     att = np.asarray(attn, dtype=np.float64) / mb
     rcv = np.asarray(recv, dtype=np.float64) / mb
     h, i = m.hidden, m.moe_intermediate
-    gemms = m.attention_gemms(dep.phase)
     ew = dep.elementwise_scale if dep.include_elementwise else 0.0
-    elem_tok = ew * K.elementwise_time(tok * ACT_BYTES_PER_TOKEN * h, hw)
-    gate = K.gemm_time(tok, m.routed_experts, h, hw, prof, frac, weight_bytes=2.0) if not dense else 0.0
-    if dep.phase == "prefill":
-        proj = sum(K.gemm_time(tok, n, k, hw, prof, frac) for n, k in gemms)
-        core = K.attention_pairs_time(att, m, hw, prof, frac, tok)
-        attn0, attn1 = elem_tok + proj, core + gate
-    else:
-        if m.attention == "mla":
-            first = K.gemm_time(tok, *gemms[0], hw, prof, frac) + K.gemm_time(tok, *gemms[1], hw, prof, frac)
-            kvb = K.gemm_time(tok, gemms[2][0] // 2, gemms[2][1], hw, prof, frac)
-            last = K.gemm_time(tok, *gemms[3], hw, prof, frac)
-            attn0, attn1 = elem_tok + first + kvb, kvb + last
-        else:
-            attn0 = elem_tok + K.gemm_time(tok, *gemms[0], hw, prof, frac)
-            attn1 = K.gemm_time(tok, *gemms[1], hw, prof, frac)
-        attn1 = attn1 + K.decode_attention_time(att, m, hw, prof) + gate
+    attn0, attn1 = _attention_stages(dep, tok, att, ew, dense)
     if dense:
         ffn = (K.gemm_time(tok, 2 * m.dense_intermediate, h, hw, prof, frac)
                + K.gemm_time(tok, h, m.dense_intermediate, hw, prof, frac)
@@ -169,7 +70,37 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
                   + ew * K.elementwise_time(tok * 5 * si, hw))
     mlp = (K.gpu_expert_time(rcv, dep.slots_per_gpu, m, hw, prof, frac)
            + ew * K.elementwise_time(rcv * (ACT_BYTES_PER_PAIR * h + 5 * i), hw))
-    ep = dep.num_gpus
+    dispatch, combine = _all_to_all_stages(dep, tok, rcv)
+    return {"attn0": attn0, "attn1": attn1, "shared": shared, "mlp": mlp, "dispatch": dispatch, "combine": combine}
+
+
+def _attention_stages(dep: Deployment, tok, att, ew: float, dense: bool):
+    """The two attention stages (attn0, attn1) of one micro-batch: ``tok`` tokens and ``att`` attention
+    work per GPU; the router gate (MoE layers only) runs in attn1."""
+    hw, m, prof, frac = _parts(dep)
+    h = m.hidden
+    gemms = m.attention_gemms(dep.phase)
+    elem_tok = ew * K.elementwise_time(tok * ACT_BYTES_PER_TOKEN * h, hw)
+    gate = K.gemm_time(tok, m.routed_experts, h, hw, prof, frac, weight_bytes=2.0) if not dense else 0.0
+    if dep.phase == "prefill":
+        proj = sum(K.gemm_time(tok, n, k, hw, prof, frac) for n, k in gemms)
+        core = K.attention_pairs_time(att, m, hw, prof, frac, tok)
+        return elem_tok + proj, core + gate
+    if m.attention == "mla":
+        first = K.gemm_time(tok, *gemms[0], hw, prof, frac) + K.gemm_time(tok, *gemms[1], hw, prof, frac)
+        kvb = K.gemm_time(tok, gemms[2][0] // 2, gemms[2][1], hw, prof, frac)
+        last = K.gemm_time(tok, *gemms[3], hw, prof, frac)
+        attn0, attn1 = elem_tok + first + kvb, kvb + last
+    else:
+        attn0 = elem_tok + K.gemm_time(tok, *gemms[0], hw, prof, frac)
+        attn1 = K.gemm_time(tok, *gemms[1], hw, prof, frac)
+    return attn0, attn1 + K.decode_attention_time(att, m, hw, prof) + gate
+
+
+def _all_to_all_stages(dep: Deployment, tok, rcv):
+    """DeepEP dispatch and combine of one micro-batch: ``tok`` tokens sent and ``rcv`` pairs received per
+    GPU; a GPU's time follows the larger of its send and receive volumes."""
+    hw, m, _, _ = _parts(dep)
     if dep.phase == "prefill":
         kernel, per_token = "normal", K.nodes_touched(dep.num_nodes, m)
     else:
@@ -178,11 +109,12 @@ def _stages(dep: Deployment, tokens, attn, recv, dense: bool = False) -> dict:
     # receive side in the same units: a GPU's share of all received traffic
     mean_ratio = per_token / m.top_k
     comm_units = np.maximum(send, rcv * mean_ratio)
+    ep, h = dep.num_gpus, m.hidden
     dispatch = K.dispatch_combine_time(comm_units, ep, "dispatch", kernel, hw, dep.version, h, dep.deepep)
     combine = K.dispatch_combine_time(comm_units, ep, "combine", kernel, hw, dep.version, h, dep.deepep)
     if not dep.include_comm:
         dispatch, combine = 0.0 * dispatch, 0.0 * combine
-    return {"attn0": attn0, "attn1": attn1, "shared": shared, "mlp": mlp, "dispatch": dispatch, "combine": combine}
+    return dispatch, combine
 
 
 def _combine_stages(dep: Deployment, st: dict, axis=-1) -> np.ndarray:
@@ -356,137 +288,3 @@ def _rank_time(dep: Deployment, tokens, attn) -> np.ndarray:
     moe = _combine_stages(dep, st, axis=-1)
     dense = _dense_layer_times(dep, tok, att)
     return moe * m.moe_layers + dense * m.dense_layers
-
-
-def hbm_max_requests(dep: Deployment, reserve_fraction: float = 0.1) -> float:
-    """Requests per GPU whose BF16 KV cache (``kv_len`` tokens each, all layers) fits in HBM next to the
-    GPU's weights (FP8 attention, dense FFN, shared and hosted routed experts; BF16 embedding and head) and
-    a reserve for activations and workspace."""
-    hw = hardware(dep.hardware)
-    m = get_model(dep.model)
-    weights = (m.attention_params * m.layers + 3 * m.hidden * m.dense_intermediate * m.dense_layers
-               + m.expert_params * m.moe_layers * (m.shared_experts + dep.slots_per_gpu) + 2 * 2 * m.vocab * m.hidden)
-    free = hw.hbm_gb * 1e9 * (1 - reserve_fraction) - weights
-    return max(0.0, free / (dep.kv_len * m.kv_bytes_per_token_layer * m.layers))
-
-
-def decode_throughput(dep: Deployment, tokens_per_s_per_user: float | None = 21.0, gpu_loads=None) -> dict:
-    """Decode throughput at a per-user speed: the most requests per GPU (a multiple of the micro-batch
-    count, at most what HBM holds) whose step still gives every request ``tokens_per_s_per_user``; with
-    None, ``dep.requests_per_gpu`` as given. gpu_loads: optional [L, W] expert loads (default balanced)."""
-    loads = np.ones((1, dep.num_gpus)) if gpu_loads is None else gpu_loads
-    cap = hbm_max_requests(dep)
-
-    def speed(b):
-        st = moe_step_time(loads, dep.with_(requests_per_gpu=float(b)))
-        return dep.mtp_tokens / st.step, st
-
-    if tokens_per_s_per_user is None:
-        b = dep.requests_per_gpu
-    else:
-        mb = dep.micro_batches
-        lo, hi = mb, max(mb, int(cap // mb) * mb)
-        if speed(lo)[0] < tokens_per_s_per_user:
-            b = lo
-        else:
-            while hi - lo > mb:
-                mid = (lo + hi) // 2 // mb * mb
-                mid = max(mid, lo + mb)
-                if speed(mid)[0] >= tokens_per_s_per_user:
-                    lo = mid
-                else:
-                    hi = mid
-            b = hi if speed(hi)[0] >= tokens_per_s_per_user else lo
-    sp, st = speed(b)
-    per_gpu = b * sp
-    return {"requests_per_gpu": float(b), "hbm_max_requests_per_gpu": cap, "step_time_ms": st.step * 1e3,
-            "tokens_per_s_per_user": sp, "ms_per_output_token": 1e3 / sp,
-            "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
-            "balanced_step_time_ms": st.balanced_step * 1e3}
-
-
-def prefill_pairs_per_token(cached, new) -> float:
-    """Causal query-key pairs per computed prompt token, token-weighted over requests: a request with
-    ``cached`` prefix tokens and ``new`` computed tokens has new x cached + new x (new + 1) / 2 pairs.
-    cached, new: [N] (or scalars for alike requests)."""
-    c = np.asarray(cached, dtype=np.float64).reshape(-1)
-    n = np.asarray(new, dtype=np.float64).reshape(-1)
-    if c.shape != n.shape or n.size == 0 or np.any(c < 0) or np.any(n < 0) or n.sum() <= 0:
-        raise EplbError("cached and new token counts must be non-negative arrays of one length with new tokens")
-    return float((n * c + n * (n + 1) / 2).sum() / n.sum())
-
-
-def attention_spread(cached, new) -> float:
-    """Prefill attention of a request mix relative to alike requests of its mean shape: pairs per computed
-    token of the mix / those of one request with the mean cached and mean new tokens. Quadratic attention
-    makes a spread of prompt lengths cost more than the mean suggests (1.0 for alike requests)."""
-    c = np.asarray(cached, dtype=np.float64).reshape(-1)
-    n = np.asarray(new, dtype=np.float64).reshape(-1)
-    mix = prefill_pairs_per_token(c, n)
-    return mix / prefill_pairs_per_token(c.mean(), n.mean())
-
-
-#: Mean time to first token of a prefill unit that is not queueing, in steps: half the step in flight
-#: when the request arrives, then the step that computes it.
-TTFT_STEPS = 1.5
-
-
-def prefill_throughput(dep: Deployment, cache_hit_rate: float = 0.0, gpu_loads=None,
-                       ttft_s: float | None = None) -> dict:
-    """Prefill throughput: computed tokens per second per GPU and node, and input tokens per second
-    counting cache hits (which ride along with the computed tokens at ``cache_hit_rate`` of the input).
-
-    ttft_s: a time-to-first-token target; the unit then runs the most new tokens per GPU per step (a
-    multiple of 256, at most ``dep.tokens_per_gpu``) whose mean TTFT (:data:`TTFT_STEPS` steps, for a
-    prompt that fits in one step) stays within it. ``ttft_met`` says whether even 256 tokens do."""
-    if not 0 <= cache_hit_rate < 1:
-        raise EplbError(f"cache_hit_rate must be in [0, 1), got {cache_hit_rate}")
-    loads = np.ones((1, dep.num_gpus)) if gpu_loads is None else gpu_loads
-
-    def step(tokens):
-        return moe_step_time(loads, dep.with_(tokens_per_gpu=float(tokens)))
-
-    tokens = dep.tokens_per_gpu
-    if ttft_s is not None:
-        if not np.isfinite(ttft_s) or ttft_s <= 0:
-            raise EplbError(f"the time-to-first-token target must be positive seconds, got {ttft_s}")
-        unit = 256
-        lo, hi = 1, max(1, int(dep.tokens_per_gpu // unit))
-        if TTFT_STEPS * step(hi * unit).step <= ttft_s:
-            lo = hi
-        while hi - lo > 1:  # step time grows with the batch: the largest batch within the target
-            mid = (lo + hi) // 2
-            if TTFT_STEPS * step(mid * unit).step <= ttft_s:
-                lo = mid
-            else:
-                hi = mid
-        tokens = float(lo * unit)
-    st = step(tokens)
-    computed = tokens / st.step
-    out = {"tokens_per_gpu": tokens, "step_time_ms": st.step * 1e3, "balanced_step_time_ms": st.balanced_step * 1e3,
-           "computed_tokens_per_s_per_gpu": computed,
-           "computed_tokens_per_s_per_node": computed * dep.gpus_per_node,
-           "tokens_per_s_per_gpu": computed / (1 - cache_hit_rate),
-           "tokens_per_s_per_node": computed * dep.gpus_per_node / (1 - cache_hit_rate),
-           "time_to_first_token_ms": TTFT_STEPS * st.step * 1e3}
-    if ttft_s is not None:
-        out["ttft_target_ms"] = ttft_s * 1e3
-        out["ttft_met"] = bool(TTFT_STEPS * st.step <= ttft_s)
-    return out
-
-
-def deployment_for(topology, phase: str | None = None, per_gpu: float | None = None, **options) -> Deployment:
-    """The deployment matching an expert-placement topology (an ``eplb.Topology``): EP = DP = its GPUs,
-    its slots per GPU. phase: "prefill" | "decode" (default: "prefill" when the topology's name says so,
-    else "decode"); per_gpu: prefill tokens or decode requests per GPU per step (default: the preset's);
-    options: other :class:`Deployment` fields (hardware, model, kv_len, ...)."""
-    if phase is None:
-        phase = "prefill" if "prefill" in (getattr(topology, "name", "") or "") else "decode"
-    base = DEPLOYMENTS["deepseek-v3-" + phase] if phase in ("prefill", "decode") else None
-    if base is None:
-        raise EplbError(f"phase must be 'prefill' or 'decode', got {phase!r}")
-    fields = {"num_gpus": topology.num_gpus, "slots_per_gpu": topology.slots_per_gpu,
-              "gpus_per_node": topology.gpus_per_node, "name": ""}
-    if per_gpu is not None:
-        fields["tokens_per_gpu" if phase == "prefill" else "requests_per_gpu"] = float(per_gpu)
-    return base.with_(**fields, **options)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from eplb.cost.economics import DAY, PublishedDay
-from eplb.cost.step import (Deployment, attention_spread, decode_rank_time, decode_throughput, hbm_max_requests,
-                            prefill_rank_time)
+from eplb.cost.deployment import Deployment
+from eplb.cost.step import decode_rank_time, prefill_rank_time
+from eplb.cost.throughput import attention_spread, decode_throughput, hbm_max_requests, prefill_throughput
 from eplb.errors import EplbError
 
 __all__ = ["day_shaped", "kv_per_output_token", "prefill_on_trace", "decode_on_trace"]
@@ -57,7 +58,6 @@ def prefill_on_trace(requests, dep: Deployment, *, policy: str = "balanced", loa
     :func:`eplb.cost.prefill_throughput`. Returns tokens/s per GPU and node, computed tokens/s per node,
     the DP time ratio (step time over the same steps with every rank at the mean), the attention spread
     and the loaded steps."""
-    from eplb.cost.step import prefill_throughput
     from eplb.dp.simulator import simulate
 
     if dep.phase != "prefill":

@@ -20,16 +20,16 @@ def in_sample(placement: Placement, loads) -> dict:
 
 
 def per_step(placement: Placement, model, *, num_steps: int, tokens_per_gpu: int, tokens_per_request: int,
-             policy: str = "random", seed: int = 0) -> DispatchResult:
-    """Simulate ``num_steps`` steps routed by ``model`` (a :class:`traces.routing.GateModel`)
-    and dispatched with ``policy``; see :meth:`DispatchResult.summary` for mean and p99 of the
+             choice: str = "random", seed: int = 0, **options) -> DispatchResult:
+    """Simulate ``num_steps`` steps routed by ``model`` (a :class:`traces.gate.GateModel`)
+    and dispatched with replica ``choice`` (and its ``options``); see :meth:`DispatchResult.summary` for mean and p99 of the
     per-step max/mean."""
-    from traces.routing import sample_steps
+    from traces.gate import sample_steps
 
     t = placement.topology
     steps = sample_steps(model, num_steps, num_gpus=t.num_gpus, tokens_per_gpu=tokens_per_gpu,
                          tokens_per_request=tokens_per_request, seed=seed)
-    return simulate(placement, steps, policy=policy, seed=seed)
+    return simulate(placement, steps, choice=choice, seed=seed, **options)
 
 
 def out_of_sample(placements: dict[str, Placement], test_loads, reference: str) -> dict:

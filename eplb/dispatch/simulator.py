@@ -1,7 +1,7 @@
 """Token-level dispatch simulation (DeepEP semantics), vectorized over tokens.
 
 For every step and MoE layer, each routed (token, expert) pair is sent to one replica of its
-expert (see :mod:`eplb.dispatch.policies`). DeepEP sends a token once to every GPU that hosts
+expert (see :mod:`eplb.dispatch.choice`). DeepEP sends a token once to every GPU that hosts
 any of its chosen replicas (over NVLink inside the node, over RDMA to other nodes, where it is sent
 once per destination node and forwarded over NVLink). So per GPU we count
 
@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from eplb.dispatch.policies import LayerTables, choose_replicas
+from eplb.dispatch.choice import CHOICES, LayerTables, choose_replicas
 from eplb.errors import EplbError
 from eplb.placement import Placement
 from traces.routing import RoutedTokens, RoutingRows
@@ -28,7 +28,6 @@ from traces.routing import RoutedTokens, RoutingRows
 __all__ = ["DispatchResult", "simulate", "dispatch_layer", "HIDDEN", "DISPATCH_BYTES", "COMBINE_BYTES"]
 
 _CHUNK = 1 << 16
-LOAD_AWARE = ("two-choice", "least-loaded", "water-fill")
 
 HIDDEN = 7168
 #: FP8 token (7,168 B) + one FP32 scale per 128 values (224 B), per token and destination.
@@ -152,7 +151,7 @@ class DispatchResult:
     pairs: np.ndarray
     remote: np.ndarray
     over_limit: np.ndarray
-    policy: str
+    replica_choice: str
     max_nodes: int = 4
 
     # ---------------------------------------------------------------- per-step ratios
@@ -190,7 +189,7 @@ class DispatchResult:
         tok = int(self.tokens.sum())
         pairs = int(self.pairs.sum())
         out = {
-            "policy": self.policy,
+            "replica_choice": self.replica_choice,
             "steps": int(self.steps.size),
             "layers": self.layers.tolist(),
             "tokens": tok,
@@ -236,88 +235,117 @@ def _routed_rows(t: RoutedTokens) -> Iterable[RoutingRows]:
             yield RoutingRows(t.step[idx], np.full(idx.size, t.layers[li]), t.src_gpu[idx], ex)
 
 
-def simulate(placement: Placement, tokens, *, policy: str = "random", seed: int | np.random.Generator = 0,
-             max_nodes: int = 4, rounds: int = 256) -> DispatchResult:
+def simulate(placement: Placement, tokens, *, choice: str = "random", seed: int | np.random.Generator = 0,
+             max_nodes: int = 4, **options) -> DispatchResult:
     """Simulate dispatch of routed tokens onto ``placement``.
 
     tokens: a :class:`traces.routing.RoutedTokens`, :class:`traces.routing.RoutingRows` or an
-    iterable of them (e.g. :func:`traces.routing.iter_routing_parquet` or
-    :func:`traces.routing.sample_steps`), consumed once; logical expert ids, layer ids matching
-    ``placement.layers``. policy: a name from :func:`eplb.dispatch.policies`. Rows of one step and
-    layer may arrive in several pieces (load-aware policies then continue from the loads so far
-    only within one piece). Returns a :class:`DispatchResult`.
+    iterable of them (e.g. :func:`traces.routing_log.iter_routing_parquet` or
+    :func:`traces.gate.sample_steps`), consumed once; logical expert ids, layer ids matching
+    ``placement.layers``. choice: a replica choice from :func:`eplb.dispatch.choices`, with its
+    ``options`` (e.g. ``rounds=256`` of ``two-choice``; an unknown one raises
+    :class:`eplb.errors.UnknownOptionError`). Rows of one step and layer may arrive in several
+    pieces (load-aware choices then continue from the loads so far only within one piece).
+    Returns a :class:`DispatchResult`.
     """
+    entry = CHOICES.entry(choice)
+    CHOICES.check_options(choice, options)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    t = placement.topology
-    W, N = t.num_gpus, t.num_nodes
-    L, E = placement.num_layers, placement.num_experts
-    tables = LayerTables.from_placement(placement)
-    layer_row = {int(l): i for i, l in enumerate(placement.layers.tolist())}
-    acc: dict[int, list[np.ndarray]] = {}
-
-    def bucket(step: int):
-        if step not in acc:
-            acc[step] = [np.zeros((L, W), np.int64), np.zeros((L, W), np.int64), np.zeros((L, N), np.int64),
-                         np.zeros((L, 4), np.int64), np.zeros(L, bool)]
-        return acc[step]
-
+    acc = _Accumulator(placement)
+    # stateless choices run on cache-sized chunks; load-aware ones need the whole piece
+    span = None if entry.tags.get("load_aware") else _CHUNK
     for rows in _as_rows(tokens):
         if len(rows) == 0:
             continue
-        ex_all = np.asarray(rows.experts)
-        if ex_all.size and int(ex_all.max()) >= E:
-            raise EplbError(f"routing names expert {int(ex_all.max())} but the placement has {E} experts")
-        src_all = np.asarray(rows.src_gpu, dtype=np.int64)
-        if src_all.size and (src_all.min() < 0 or src_all.max() >= W):
-            raise EplbError(f"src_gpu must be in 0..{W - 1} for this {W}-GPU placement; got {src_all.min()}..{src_all.max()}")
-        # split by (step, layer); fast path when the piece is a single (step, layer)
-        key = rows.step * (1 << 20) + rows.layer
-        if key.size and key.min() == key.max():
-            groups = [np.arange(key.size)]
-            uniform = True
-        else:
-            order = np.argsort(key, kind="stable")
-            groups = np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
-            uniform = False
-        for idx in groups:
-            step, layer = int(rows.step[idx[0]]), int(rows.layer[idx[0]])
-            if layer not in layer_row:
-                raise EplbError(
-                    f"routing has layer {layer} but the placement covers layers "
-                    f"{placement.layers.tolist()[:4]}...; simulate with the placement of the same model"
-                )
-            li = layer_row[layer]
-            ex_piece = ex_all if uniform else ex_all[idx]
-            src_piece = src_all if uniform else src_all[idx]
-            # stateless policies run on cache-sized chunks; load-aware ones need the whole piece
-            span = ex_piece.shape[0] if policy in LOAD_AWARE else _CHUNK
-            b = bucket(step)
-            gpu_table = tables.gpu_flat[li]
-            M = tables.gpu.shape[2]
-            for a in range(0, ex_piece.shape[0], span):
-                ex = ex_piece[a:a + span].astype(np.int32)
-                src = src_piece[a:a + span]
-                padded = bool((ex < 0).any())
-                r = choose_replicas(tables, li, ex, src, policy, rng, rounds)
-                idx = ex * M + r
-                if padded:
-                    idx = np.where(ex >= 0, idx, gpu_table.size - 1)
-                gpu = gpu_table[idx]
-                c = dispatch_layer(gpu, None, src, W, t.gpus_per_node, max_nodes)
-                b[0][li] += c.work
-                b[1][li] += c.received
-                b[2][li] += c.rdma
-                b[3][li] += (c.tokens, c.pairs, c.remote, c.over_limit)
-            b[4][li] = True
-    if not acc:
-        raise EplbError("no routed tokens to simulate")
-    steps = np.array(sorted(acc), dtype=np.int64)
-    seen_layers = np.any([acc[s][4] for s in steps], axis=0)
-    keep = np.flatnonzero(seen_layers)
-    stack = lambda i: np.stack([acc[s][i][keep] for s in steps])  # noqa: E731
-    extra = stack(3)
-    return DispatchResult(
-        steps=steps, layers=placement.layers[keep], expert_work=stack(0), received=stack(1),
-        rdma_received=stack(2), tokens=extra[..., 0], pairs=extra[..., 1], remote=extra[..., 2],
-        over_limit=extra[..., 3], policy=policy, max_nodes=max_nodes,
-    )
+        ex_all, src_all = _checked_rows(rows, placement)
+        for li, step, ex_piece, src_piece in _pieces(rows, ex_all, src_all, acc.layer_row, placement):
+            size = span or ex_piece.shape[0]
+            for a in range(0, ex_piece.shape[0], size):
+                ex = ex_piece[a:a + size].astype(np.int32)
+                src = src_piece[a:a + size]
+                r = choose_replicas(acc.tables, li, ex, src, choice, rng, **options)
+                acc.add(step, li, ex, r, src, max_nodes)
+            acc.seen(step, li)
+    return acc.result(choice, max_nodes)
+
+
+def _checked_rows(rows: RoutingRows, placement: Placement) -> tuple[np.ndarray, np.ndarray]:
+    """The piece's expert ids and source GPUs, checked against the placement."""
+    E, W = placement.num_experts, placement.topology.num_gpus
+    ex_all = np.asarray(rows.experts)
+    if ex_all.size and int(ex_all.max()) >= E:
+        raise EplbError(f"routing names expert {int(ex_all.max())} but the placement has {E} experts")
+    src_all = np.asarray(rows.src_gpu, dtype=np.int64)
+    if src_all.size and (src_all.min() < 0 or src_all.max() >= W):
+        raise EplbError(f"src_gpu must be in 0..{W - 1} for this {W}-GPU placement; got {src_all.min()}..{src_all.max()}")
+    return ex_all, src_all
+
+
+def _pieces(rows: RoutingRows, ex_all: np.ndarray, src_all: np.ndarray, layer_row: dict[int, int],
+            placement: Placement):
+    """Split a piece by (step, layer): yields (layer row, step, experts, src_gpu)."""
+    key = rows.step * (1 << 20) + rows.layer
+    if key.size and key.min() == key.max():  # fast path: a single (step, layer)
+        groups, uniform = [np.arange(key.size)], True
+    else:
+        order = np.argsort(key, kind="stable")
+        groups, uniform = np.split(order, np.flatnonzero(np.diff(key[order])) + 1), False
+    for idx in groups:
+        step, layer = int(rows.step[idx[0]]), int(rows.layer[idx[0]])
+        if layer not in layer_row:
+            raise EplbError(
+                f"routing has layer {layer} but the placement covers layers "
+                f"{placement.layers.tolist()[:4]}...; simulate with the placement of the same model"
+            )
+        yield (layer_row[layer], step, ex_all if uniform else ex_all[idx],
+               src_all if uniform else src_all[idx])
+
+
+class _Accumulator:
+    """Per step: [L, W] expert work and received tokens, [L, N] RDMA, [L, 4] tokens, pairs, remote
+    and over-limit counts, and the layers seen."""
+
+    def __init__(self, placement: Placement):
+        self.placement = placement
+        self.tables = LayerTables.from_placement(placement)
+        self.layer_row = {int(l): i for i, l in enumerate(placement.layers.tolist())}
+        self.steps: dict[int, list[np.ndarray]] = {}
+
+    def _bucket(self, step: int) -> list[np.ndarray]:
+        if step not in self.steps:
+            L, t = self.placement.num_layers, self.placement.topology
+            W, N = t.num_gpus, t.num_nodes
+            self.steps[step] = [np.zeros((L, W), np.int64), np.zeros((L, W), np.int64), np.zeros((L, N), np.int64),
+                                np.zeros((L, 4), np.int64), np.zeros(L, bool)]
+        return self.steps[step]
+
+    def add(self, step: int, li: int, ex: np.ndarray, r: np.ndarray, src: np.ndarray, max_nodes: int) -> None:
+        """Count the pairs ``ex`` [T, K] sent to replicas ``r`` [T, K] from GPUs ``src`` [T]."""
+        t = self.placement.topology
+        gpu_table = self.tables.gpu_flat[li]
+        idx = ex * self.tables.gpu.shape[2] + r
+        if bool((ex < 0).any()):
+            idx = np.where(ex >= 0, idx, gpu_table.size - 1)
+        c = dispatch_layer(gpu_table[idx], None, src, t.num_gpus, t.gpus_per_node, max_nodes)
+        b = self._bucket(step)
+        b[0][li] += c.work
+        b[1][li] += c.received
+        b[2][li] += c.rdma
+        b[3][li] += (c.tokens, c.pairs, c.remote, c.over_limit)
+
+    def seen(self, step: int, li: int) -> None:
+        self._bucket(step)[4][li] = True
+
+    def result(self, choice: str, max_nodes: int) -> DispatchResult:
+        acc = self.steps
+        if not acc:
+            raise EplbError("no routed tokens to simulate")
+        steps = np.array(sorted(acc), dtype=np.int64)
+        keep = np.flatnonzero(np.any([acc[s][4] for s in steps], axis=0))
+        stack = lambda i: np.stack([acc[s][i][keep] for s in steps])  # noqa: E731
+        extra = stack(3)
+        return DispatchResult(
+            steps=steps, layers=self.placement.layers[keep], expert_work=stack(0), received=stack(1),
+            rdma_received=stack(2), tokens=extra[..., 0], pairs=extra[..., 1], remote=extra[..., 2],
+            over_limit=extra[..., 3], replica_choice=choice, max_nodes=max_nodes,
+        )

@@ -1,7 +1,7 @@
 """Dispatch-aware placement: plan for a dispatcher that picks replicas by load at every step.
 
 A load-aware dispatcher (``water-fill``, ``two-choice``, ``least-loaded`` in
-:mod:`eplb.dispatch.policies`) can only move the tokens of replicated experts. A GPU whose step
+:mod:`eplb.dispatch.choice`) can only move the tokens of replicated experts. A GPU whose step
 load comes from single-replica experts keeps its burst whatever the dispatcher does. So this
 method lays the replicated experts out as a chain around a ring of GPUs:
 

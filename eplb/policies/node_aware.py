@@ -51,7 +51,7 @@ def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096
     cannot produce (an expert above 1/k of its layer, all-zero layers, fewer experts than k)
     get tokens that each pick up to k distinct experts with probability following the loads,
     groups ignored."""
-    from traces.routing import fit_gate, route
+    from traces.gate import fit_gate, route
 
     groups = topology.num_groups
     k_groups = min(topk_groups, groups)

@@ -1,14 +1,14 @@
-"""Replica selection: which replica of its expert each routed token-expert pair is sent to.
+"""Replica choice: which replica of its expert each routed token-expert pair is sent to.
 
-Engines pick one replica per (token, expert) at dispatch time. The policies here are vectorized
-over all pairs of one layer and step:
+Engines pick one replica per (token, expert) at dispatch time. The choices here are vectorized
+over all pairs of one layer and step, and registered in :data:`CHOICES`:
 
 - ``random``: uniform over the expert's replicas (SGLang's and vLLM's default);
 - ``round-robin``: the i-th pair of an expert goes to replica ``i mod count``; the counter of each
   (layer, expert) carries over from step to step;
 - ``nearest``: a replica on the token's own GPU, else on its node, else any (uniform among the
   nearest);
-- ``weighted``: replica ``j`` with probability ``shares[j]`` (the placement's per-replica shares;
+- ``by-share``: replica ``j`` with probability ``shares[j]`` (the placement's per-replica shares;
   even split without them);
 - ``two-choice``: load-aware power of two choices: two random replicas, the one whose GPU has
   less expert work so far in this step and layer;
@@ -19,7 +19,7 @@ over all pairs of one layer and step:
   replicas by water-filling on the GPU loads (heaviest experts first, repeated until stable),
   and the pairs are dealt to replicas in random order by those quotas.
 
-The online load-aware policies (two-choice, least-loaded) see loads in ``rounds`` snapshots: the pairs of a step, in token order,
+The online load-aware choices (two-choice, least-loaded) see loads in ``rounds`` snapshots: the pairs of a step, in token order,
 are split into that many rounds and every pair of a round sees the loads left by the previous
 rounds (as ranks that dispatch concurrently with slightly stale counts).
 """
@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eplb.errors import EplbError
+from eplb._registry import Registry
 
-__all__ = ["POLICIES", "LayerTables", "choose_replicas", "policies"]
+__all__ = ["CHOICES", "LayerTables", "choices", "choose_replicas"]
 
-POLICIES = ("random", "round-robin", "nearest", "weighted", "two-choice", "least-loaded", "water-fill")
+#: Replica choices by name; an entry is called as ``fn(tables, li, experts, src_gpu, rng, **options)``
+#: and returns [T, K] replica ordinals. Tag ``load_aware``: it needs a step's whole piece at once.
+CHOICES = Registry("replica choice", skip=5)
 
 
-def policies() -> list[str]:
-    """Names of the replica-selection policies."""
-    return list(POLICIES)
+def choices() -> list[str]:
+    """Names of the replica choices."""
+    return CHOICES.names()
 
 
 @dataclass
@@ -47,7 +49,7 @@ class LayerTables:
 
     slot: [L, E, M] int64 replica slots (-1 padded, as log2phy); gpu: [L, E, M] int64 GPU of each
     replica (-1 padded); count: [L, E] int64 replicas; cum_share: [L, E, M] float64 cumulative
-    shares (for ``weighted``); rr: [L, E] int64 round-robin counters (state).
+    shares (for ``by-share``); rr: [L, E] int64 round-robin counters (state).
     """
 
     slot: np.ndarray
@@ -77,49 +79,69 @@ class LayerTables:
                    np.zeros_like(placement.logcnt), flat)
 
 
-def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray, policy: str,
-                    rng: np.random.Generator, rounds: int = 256) -> np.ndarray:
+def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray, choice: str,
+                    rng: np.random.Generator, **options) -> np.ndarray:
     """Replica index (0..count-1) of every pair of one layer and one step.
 
     experts: [T, K] int logical ids, -1 for padding (its result is meaningless and must be
-    ignored); src_gpu: [T] int64. Returns [T, K] int replica ordinals (look up ``tables.slot``/``gpu``).
+    ignored); src_gpu: [T] int64; choice: a name of :data:`CHOICES`; options: that choice's
+    options (e.g. ``rounds``), an unknown one raises :class:`eplb.errors.UnknownOptionError`.
+    Returns [T, K] int replica ordinals (look up ``tables.slot``/``gpu``).
     """
-    if policy not in POLICIES:
-        raise EplbError(f"unknown replica policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    fn = CHOICES.get(choice)
+    CHOICES.check_options(choice, options)
+    return fn(tables, li, experts, src_gpu, rng, **options)
+
+
+def _replicated(tables: LayerTables, li: int, experts: np.ndarray):
+    """Logical ids (padding as 0), replica counts and the mask of valid pairs of replicated experts."""
+    e = np.maximum(experts, 0)
+    cnt = tables.count[li][e]
+    return e, cnt, (cnt > 1) & (experts >= 0)
+
+
+@CHOICES.register("random", "uniform over the expert's replicas")
+def _random(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
     e = np.maximum(experts, 0)
     cnt = tables.count[li][e]
     T, K = e.shape
-    if policy == "random":
-        # 16-bit multiply-shift: uniform up to a bias below count / 65536
-        u = np.frombuffer(rng.bytes(2 * T * K), dtype=np.uint16).reshape(T, K)
-        return (u * cnt) >> 16
-    out = np.zeros((T, K), dtype=np.int64)
-    multi = (cnt > 1) & (experts >= 0)
-    if policy in ("two-choice", "least-loaded"):
-        return _load_aware(tables, li, e, cnt, experts >= 0, multi, policy, rng, rounds)
-    if policy == "water-fill":
-        return _balanced(tables, li, e, cnt, experts >= 0, multi, rng)
+    # 16-bit multiply-shift: uniform up to a bias below count / 65536
+    u = np.frombuffer(rng.bytes(2 * T * K), dtype=np.uint16).reshape(T, K)
+    return (u * cnt) >> 16
+
+
+@CHOICES.register("round-robin", "the i-th pair of an expert to replica i mod count (counters kept across steps)")
+def _round_robin(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    out = np.zeros(e.shape, dtype=np.int64)
     rows, cols = np.nonzero(multi)
     if rows.size == 0:
         return out
     me, mc = e[rows, cols], cnt[rows, cols]
-    if policy == "round-robin":
-        E = tables.count.shape[1]
-        order = np.argsort(me.astype(np.int16) if E <= 32767 else me, kind="stable")
-        per = np.bincount(me, minlength=E)
-        start = np.concatenate([[0], np.cumsum(per)[:-1]])
-        rank = np.empty(me.size, dtype=np.int64)
-        rank[order] = np.arange(me.size) - start[me[order]]
-        rr = tables.rr[li]
-        out[rows, cols] = (rr[me] + rank) % mc
-        tables.rr[li] = (rr + per) % tables.count[li]
+    E = tables.count.shape[1]
+    order = np.argsort(me.astype(np.int16) if E <= 32767 else me, kind="stable")
+    per = np.bincount(me, minlength=E)
+    start = np.concatenate([[0], np.cumsum(per)[:-1]])
+    rank = np.empty(me.size, dtype=np.int64)
+    rank[order] = np.arange(me.size) - start[me[order]]
+    rr = tables.rr[li]
+    out[rows, cols] = (rr[me] + rank) % mc
+    tables.rr[li] = (rr + per) % tables.count[li]
+    return out
+
+
+@CHOICES.register("nearest", "a replica on the token's GPU, else its node, else any")
+def _nearest(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    out = np.zeros(e.shape, dtype=np.int64)
+    rows, cols = np.nonzero(multi)
+    if rows.size == 0:
         return out
-    if policy == "weighted":
-        cum = tables.cum_share[li][me]  # [P, M]
-        u = rng.random((me.size, 1))
-        out[rows, cols] = np.minimum((u >= cum).sum(axis=1), mc - 1)
-        return out
-    # nearest: same GPU, then same node, then anywhere; uniform among the nearest
+    me, mc = e[rows, cols], cnt[rows, cols]
+    # same GPU, then same node, then anywhere; uniform among the nearest
     M = tables.slot.shape[2]
     gpus = tables.gpu[li][me]  # [P, M]
     src = src_gpu[rows][:, None]
@@ -130,8 +152,44 @@ def choose_replicas(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: 
     return out
 
 
+@CHOICES.register("by-share", "replica j with probability shares[j] (the placement's shares)")
+def _by_share(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    out = np.zeros(e.shape, dtype=np.int64)
+    rows, cols = np.nonzero(multi)
+    if rows.size == 0:
+        return out
+    me, mc = e[rows, cols], cnt[rows, cols]
+    cum = tables.cum_share[li][me]  # [P, M]
+    u = rng.random((me.size, 1))
+    out[rows, cols] = np.minimum((u >= cum).sum(axis=1), mc - 1)
+    return out
+
+
+@CHOICES.register("two-choice", "the less loaded GPU of two random replicas", load_aware=True)
+def _two_choice(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+                rng: np.random.Generator, *, rounds: int = 256) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    return _load_aware(tables, li, e, cnt, experts >= 0, multi, "two-choice", rng, rounds)
+
+
+@CHOICES.register("least-loaded", "the replica whose GPU has the least expert work so far", load_aware=True)
+def _least_loaded(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+                  rng: np.random.Generator, *, rounds: int = 256) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    return _load_aware(tables, li, e, cnt, experts >= 0, multi, "least-loaded", rng, rounds)
+
+
+@CHOICES.register("water-fill", "the step's pairs split over replicas by water-filling on GPU loads", load_aware=True)
+def _water_fill_choice(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
+                       rng: np.random.Generator, *, passes: int = 30) -> np.ndarray:
+    e, cnt, multi = _replicated(tables, li, experts)
+    return _balanced(tables, li, e, cnt, experts >= 0, multi, rng, passes)
+
+
 def _load_aware(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, valid: np.ndarray,
-                multi: np.ndarray, policy: str, rng: np.random.Generator, rounds: int) -> np.ndarray:
+                multi: np.ndarray, choice: str, rng: np.random.Generator, rounds: int) -> np.ndarray:
     """Rounds over the tokens in order; in each, replicated experts' pairs pick by the GPU loads
     (expert work) left by the previous rounds; every pair's work is then added."""
     T, K = e.shape
@@ -151,7 +209,7 @@ def _load_aware(tables: LayerTables, li: int, e: np.ndarray, cnt: np.ndarray, va
             me = e[a:b][rows, cols]
             mc = cnt[a:b][rows, cols]
             gpus = tables.gpu[li][me]  # [P, M]
-            if policy == "two-choice":
+            if choice == "two-choice":
                 u = rng.random((me.size, 2), dtype=np.float32)
                 r1 = np.minimum((u[:, 0] * mc).astype(np.int64), mc - 1)
                 r2 = (r1 + 1 + np.minimum((u[:, 1] * (mc - 1)).astype(np.int64), mc - 2)) % mc
