@@ -10,8 +10,8 @@ from solvers.exact import BACKENDS, PackResult, pack_exact
 from solvers.localsearch import (bin_loads, expand_counts, lpt_pack_distinct, pack_pairs_distinct, pair_count_search,
                                 swap_improve)
 from solvers.packing import greedy_balanced_packing, inverse_permutation
-from solvers.pairing import (PairingResult, pair_counts_feasible, pair_counts_lp_feasible, pairing_solve,
-                             pairing_value, sorted_pairing)
+from solvers.pair_value import pairing_value, sorted_pairing
+from solvers.pairing import PairingResult, pair_counts_feasible, pair_counts_lp_feasible, pairing_solve
 
 __all__ = [
     "BACKENDS",

@@ -5,6 +5,7 @@ import numpy as np
 
 from solvers.apportion import min_max_replica_load
 from solvers.errors import SolverInputError
+from solvers.pairing import pairing_solve
 
 __all__ = ["average_bound", "replica_bound", "basic_lower_bound", "group_packing_bound", "pairing_bound"]
 
@@ -89,8 +90,6 @@ def pairing_bound(weight: np.ndarray, num_bins: int, *, max_count: int | None = 
                   time_limit: float = 2.0) -> np.ndarray:
     """Lower bound for two items per bin and ``2 * num_bins`` slots (see :mod:`solvers.pairing`),
     per row; ``time_limit`` per row. weight: [X, n] -> [X]."""
-    from solvers.pairing import pairing_solve
-
     w = np.asarray(weight, dtype=np.float64)
     out = np.empty(w.shape[0])
     for i in range(w.shape[0]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from solvers.errors import SolverInputError
-from solvers.pairing import pairing_value, sorted_pairing
+from solvers.pair_value import pairing_value, sorted_pairing
 
 __all__ = ["expand_counts", "lpt_pack_distinct", "pack_pairs_distinct", "swap_improve", "bin_loads", "pair_count_search"]
 

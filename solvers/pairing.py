@@ -34,9 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.apportion import min_max_replica_load, optimal_counts
 from solvers.errors import SolverInputError
+from solvers.localsearch import pair_count_search
+from solvers.pair_value import pairing_value
 
-__all__ = ["sorted_pairing", "pairing_value", "PairingResult", "pairing_solve", "pair_counts_feasible",
+__all__ = ["PairingResult", "pairing_solve", "pair_counts_feasible",
            "pair_counts_lp_feasible", "SOLVES_PER_WORK"]
 
 #: Solver calls (LPs and integer programs) per unit of ``work_limit``: one unit is about a second
@@ -75,35 +78,6 @@ class _Budget:
         if self.counted:
             opts["node_limit"] = int(nodes)
         return opts
-
-
-def sorted_pairing(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal pairing of a multiset: i-th largest with i-th smallest, vectorized over rows.
-
-    sizes: [X, 2m] float. Returns ``order`` [X, 2m] int64 (indices sorted by size, descending)
-    and ``pair_sum`` [X, m] (sum of pair i = order[i] with order[2m-1-i]).
-    """
-    sizes = np.asarray(sizes, dtype=np.float64)
-    if sizes.ndim != 2 or sizes.shape[1] % 2:
-        raise SolverInputError(f"sizes must be [rows, 2m] with an even item count, got shape {sizes.shape}")
-    order = np.argsort(-sizes, axis=1, kind="stable")
-    s = np.take_along_axis(sizes, order, axis=1)
-    m = sizes.shape[1] // 2
-    return order, s[:, :m] + s[:, ::-1][:, :m]
-
-
-def pairing_value(weight: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Heaviest pair of the best pairing for given counts. weight, counts: [X, n] -> [X]
-    (``counts`` rows must sum to an even number)."""
-    w = np.asarray(weight, dtype=np.float64)
-    c = np.asarray(counts, dtype=np.int64)
-    rows, n = w.shape
-    total = int(c[0].sum())
-    if np.any(c.sum(axis=1) != total) or total % 2:
-        raise SolverInputError("every row of counts must sum to the same even slot count")
-    item = np.repeat(np.tile(np.arange(n), rows), c.ravel()).reshape(rows, total)
-    sizes = np.take_along_axis(w / np.maximum(c, 1), item, axis=1)
-    return sorted_pairing(sizes)[1].max(axis=1)
 
 
 def _choices(w: np.ndarray, num_bins: int, T: float, cap: int):
@@ -389,17 +363,11 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
         raise SolverInputError(f"{N} slots cannot hold {n} items; give at least one slot per item")
     cap = N if max_count is None else int(max_count)
     if counts0 is None:
-        from solvers.apportion import optimal_counts
-
         counts0 = optimal_counts(w[None, :], N, max_count=min(cap, N - n + 1))[0]
     best_c = np.asarray(counts0, dtype=np.int64)
     best_v = float(pairing_value(w[None, :], best_c[None, :])[0])
-    from solvers.apportion import min_max_replica_load
-
     lo0 = max(w.sum() / num_bins, float(min_max_replica_load(w[None, :], N, min(cap, N - n + 1))[0]))
     lo = max(lo0, lower or 0.0) * (1 - 1e-9)  # certified: no count vector reaches below lo
-    from solvers.localsearch import pair_count_search
-
     c = pair_count_search(w[None, :], best_c[None, :], cap, rounds=40, donors=16)[0]
     v = float(pairing_value(w[None, :], c[None, :])[0])
     if v < best_v:

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
+from solvers.apportion import optimal_counts
 from solvers.errors import SolverInputError
 
 __all__ = ["SplitResult", "optimal_split", "split_values", "chain_pack", "link_copies", "best_chain_pack"]
@@ -141,8 +142,6 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     first to the bin furthest from its aim, counting the slots it still has to fill. Leftover
     slots hold extra copies of the heaviest items.
     """
-    from solvers.apportion import optimal_counts
-
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
     G, S = int(num_bins), int(slots_per_bin)
@@ -249,8 +248,6 @@ def link_copies(weight, num_bins: int, num_slots: int, piece: float) -> np.ndarr
     more copy for each of the heaviest single-copy items while spare slots last (each one
     adds a flexible link to the chain). Falls back to the divisor-method counts when the
     pieces need more slots than exist. weight: [n] -> [n] int64."""
-    from solvers.apportion import optimal_counts
-
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
     num_slots = min(num_slots, n * num_bins)  # more copies than bins would be useless
