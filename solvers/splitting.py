@@ -160,12 +160,35 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     target = max(w.sum() / G, float((w / copies).max()))
     order = np.argsort(-w, kind="stable")
     per_copy = w / copies
+    bin_items, need, chain_of = _build_chains(per_copy, copies, G, S, target)
+    placed = np.zeros(n, dtype=bool)
+    for items in bin_items:
+        placed[items] = True
+    unplaced = np.where(chain_of < 0)[0]
+    chain_of[unplaced] = np.arange(unplaced.size) + (chain_of.max() + 1)
+    free = np.array([S - len(b) for b in bin_items], dtype=np.int64)
+    fillers = order[~placed[order]]
+    if free.sum() < fillers.size:  # pragma: no cover - guarded by the copy counts above
+        raise SolverInputError("internal: chains left too few slots for the remaining items")
+    _deal_fillers(w, fillers, bin_items, need, chain_of, free, target)
+    slot_item = np.empty(R, dtype=np.int64)
+    for g in range(G):
+        slot_item[g * S:(g + 1) * S] = _fill_spare(bin_items[g], S, per_copy, order)
+    remaining = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
+    res = optimal_split(w, slot_item, np.arange(R) // S, G, time_limit=remaining)
+    return slot_item, res
+
+
+def _build_chains(per_copy: np.ndarray, copies: np.ndarray, G: int, S: int, target: float):
+    """Lay the links (items with several copies) on chains of consecutive bins: each link spans
+    ``copies[e]`` bins, consecutive links share a bin; a chain ends when the next link would not
+    fit in the bins left, or (with few spare slots) after every link item. Returns the items per
+    bin, each bin's remaining aim ``need`` [G] (``target`` less its links' even shares) and the
+    chain of each bin ``chain_of`` [G] (-1 for a bin on no chain)."""
     link_items = np.array([e for e in np.argsort(-per_copy, kind="stable") if copies[e] > 1], dtype=np.int64)
     bin_items: list[list[int]] = [[] for _ in range(G)]
     need = np.full(G, target)
     chain_of = np.full(G, -1, dtype=np.int64)
-    # build chains: each link spans copies[e] consecutive bins; a chain ends when the next link
-    # would not fit in the bins left, or (with few spare slots) after every link item
     if S >= 2 and link_items.size:
         seq = _alternate(link_items)
         boundaries = copies[seq] - 1
@@ -185,15 +208,16 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
                 chain_of[g] = chain
             pos += span - 1
             first_in_chain = False
-    placed = np.zeros(n, dtype=bool)
-    for items in bin_items:
-        placed[items] = True
-    unplaced = np.where(chain_of < 0)[0]
-    chain_of[unplaced] = np.arange(unplaced.size) + (chain_of.max() + 1)
-    free = np.array([S - len(b) for b in bin_items], dtype=np.int64)
-    fillers = order[~placed[order]]
-    if free.sum() < fillers.size:  # pragma: no cover - guarded by the copy counts above
-        raise SolverInputError("internal: chains left too few slots for the remaining items")
+    return bin_items, need, chain_of
+
+
+def _deal_fillers(w: np.ndarray, fillers: np.ndarray, bin_items: list, need: np.ndarray, chain_of: np.ndarray,
+                  free: np.ndarray, target: float) -> None:
+    """Deal the single-copy items ``fillers`` (heaviest first) into ``bin_items``: each to the
+    component (chain) with the largest deficit that can still fill its slots, and there to the
+    bin furthest from its aim, counting the slots it still has to fill. Updates ``bin_items`` and
+    ``free`` in place."""
+    G = need.size
     nf = fillers.size
     fw = w[fillers]
     suffix_mean = np.zeros(nf + 1)
@@ -224,23 +248,22 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
         bin_items[g].append(e)
         load[g] += w[e]
         free[g] -= 1
-    slot_item = np.empty(R, dtype=np.int64)
-    for g in range(G):
-        items = bin_items[g]
-        if len(items) < S:
-            present = set(items)
-            for e in np.argsort(-per_copy, kind="stable").tolist():
-                if len(items) == S:
-                    break
-                if e not in present:
-                    items.append(e)
-                    present.add(e)
-            while len(items) < S:
-                items.append(int(order[0]))
-        slot_item[g * S:(g + 1) * S] = items
-    remaining = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
-    res = optimal_split(w, slot_item, np.arange(R) // S, G, time_limit=remaining)
-    return slot_item, res
+
+
+def _fill_spare(items: list, S: int, per_copy: np.ndarray, order: np.ndarray) -> list:
+    """A bin's ``items`` topped up to ``S`` slots with extra copies of the items of largest
+    per-copy weight it does not hold yet (then of the heaviest item). Returns the list."""
+    if len(items) < S:
+        present = set(items)
+        for e in np.argsort(-per_copy, kind="stable").tolist():
+            if len(items) == S:
+                break
+            if e not in present:
+                items.append(e)
+                present.add(e)
+        while len(items) < S:
+            items.append(int(order[0]))
+    return items
 
 
 def link_copies(weight, num_bins: int, num_slots: int, piece: float) -> np.ndarray:
