@@ -24,7 +24,7 @@ from scipy.sparse import coo_matrix
 from solvers.apportion import optimal_counts
 from solvers.errors import SolverInputError
 
-__all__ = ["SplitResult", "optimal_split", "split_values", "chain_pack", "link_copies", "best_chain_pack"]
+__all__ = ["SplitResult", "optimal_split", "chain_pack", "link_copies", "best_chain_pack"]
 
 
 class SplitResult:
@@ -107,11 +107,6 @@ def optimal_split(weight, slot_item, slot_bin, num_bins: int, *, time_limit: flo
     if value > even_value:
         return SplitResult(even, even_value, "even")
     return SplitResult(amount, value, "optimal")
-
-
-def split_values(weight, slot_item, slot_bin, num_bins: int, amount) -> np.ndarray:
-    """Bin loads of a split. weight: [n]; slot_item, slot_bin, amount: [R] -> [num_bins]."""
-    return np.bincount(np.asarray(slot_bin), weights=np.asarray(amount, dtype=np.float64), minlength=num_bins)
 
 
 def _alternate(order: np.ndarray) -> np.ndarray:
