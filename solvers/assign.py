@@ -197,6 +197,38 @@ def exact_assign(sizes, num_bins: int, base=None, scale=None, time_limit: float 
     unit = top / resolution  # normalized load per integer unit
     q = np.floor(sizes / scale[None, :] / unit).astype(np.int64)
     b = np.floor(base / scale[None, :] / unit).astype(np.int64)
+    model, x = _assign_model(q, b, greedy, unit)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.num_search_workers = int(workers)
+    solver.parameters.random_seed = int(seed)
+    # leave Ctrl-C to Python: CP-SAT's own handler would swallow it and then reset it to the default
+    solver.parameters.catch_sigint_signal = False
+    status = solver.Solve(model)
+    best = greedy
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        a = np.array([int(np.argmax([solver.Value(x[i][r]) for r in range(m)])) for i in range(n)], dtype=np.int64)
+        loads = base.copy()
+        np.add.at(loads, a, sizes)
+        val = linf_value(loads, scale)
+        if val < best.value:
+            best = AssignResult(a, loads, val, lb, "feasible", 0.0)
+        lb = max(lb, float(solver.BestObjectiveBound()) * unit)
+    if best.value <= lb * (1 + 1e-9):
+        st = "optimal"
+    else:
+        st = "feasible" if best is not greedy or status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else "greedy"
+    return AssignResult(best.assign, best.loads, best.value, min(lb, best.value), st, time.perf_counter() - t0)
+
+
+def _assign_model(q: np.ndarray, b: np.ndarray, greedy: AssignResult, unit: float):
+    """CP-SAT model of :func:`exact_assign` on integer loads: q [n, d] item sizes and b [m, d]
+    base loads in units of ``unit``, hinted with the ``greedy`` answer; minimizes the heaviest
+    (bin, dimension) load. Returns (model, x) with x[i][r] the "item i in bin r" variables."""
+    from ortools.sat.python import cp_model
+
+    n, d = q.shape
+    m = b.shape[0]
     model = cp_model.CpModel()
     x = [[model.NewBoolVar(f"x{i}_{r}") for r in range(m)] for i in range(n)]
     ub = int(np.ceil(greedy.value / unit)) + 1
@@ -221,24 +253,4 @@ def exact_assign(sizes, num_bins: int, base=None, scale=None, time_limit: float 
         for r in range(m):
             model.AddHint(x[i][r], int(greedy.assign[i] == r))
     model.Minimize(z)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit)
-    solver.parameters.num_search_workers = int(workers)
-    solver.parameters.random_seed = int(seed)
-    # leave Ctrl-C to Python: CP-SAT's own handler would swallow it and then reset it to the default
-    solver.parameters.catch_sigint_signal = False
-    status = solver.Solve(model)
-    best = greedy
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        a = np.array([int(np.argmax([solver.Value(x[i][r]) for r in range(m)])) for i in range(n)], dtype=np.int64)
-        loads = base.copy()
-        np.add.at(loads, a, sizes)
-        val = linf_value(loads, scale)
-        if val < best.value:
-            best = AssignResult(a, loads, val, lb, "feasible", 0.0)
-        lb = max(lb, float(solver.BestObjectiveBound()) * unit)
-    if best.value <= lb * (1 + 1e-9):
-        st = "optimal"
-    else:
-        st = "feasible" if best is not greedy or status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else "greedy"
-    return AssignResult(best.assign, best.loads, best.value, min(lb, best.value), st, time.perf_counter() - t0)
+    return model, x

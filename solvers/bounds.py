@@ -5,8 +5,9 @@ import numpy as np
 
 from solvers.apportion import min_max_replica_load
 from solvers.errors import SolverInputError
+from solvers.pairing import pairing_solve
 
-__all__ = ["average_bound", "replica_bound", "basic_lower_bound", "group_packing_bound", "pairing_bound"]
+__all__ = ["average_bound", "replica_bound", "group_packing_bound", "pairing_bound"]
 
 
 def average_bound(weight: np.ndarray, num_bins: int) -> np.ndarray:
@@ -24,12 +25,6 @@ def replica_bound(weight: np.ndarray, num_slots: int, max_count: int | None = No
     if max_count is not None:
         num_slots = min(num_slots, max_count * n)
     return min_max_replica_load(weight, num_slots, max_count)
-
-
-def basic_lower_bound(weight: np.ndarray, num_bins: int, num_slots: int) -> np.ndarray:
-    """max(average_bound, replica_bound), valid for any placement of ``num_slots`` equal-split
-    replicas on ``num_bins`` bins. weight: [X, n] -> [X]."""
-    return np.maximum(average_bound(weight, num_bins), replica_bound(weight, num_slots, max_count=num_bins))
 
 
 def _equal_partitions(n: int, parts: int, limit: int) -> np.ndarray | None:
@@ -89,8 +84,6 @@ def pairing_bound(weight: np.ndarray, num_bins: int, *, max_count: int | None = 
                   time_limit: float = 2.0) -> np.ndarray:
     """Lower bound for two items per bin and ``2 * num_bins`` slots (see :mod:`solvers.pairing`),
     per row; ``time_limit`` per row. weight: [X, n] -> [X]."""
-    from solvers.pairing import pairing_solve
-
     w = np.asarray(weight, dtype=np.float64)
     out = np.empty(w.shape[0])
     for i in range(w.shape[0]):

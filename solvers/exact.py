@@ -151,33 +151,12 @@ def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
     n = q.size
     scale = 1.0 / (max(q.max(), 1e-300) * resolution)
     qi = np.round(q * scale).astype(np.int64)
-    model = cp_model.CpModel()
     active = np.nonzero(c > 0)[0]
     k = active.size
-    # x[i * m + b]: an item of label active[i] in bin b (created first: proto indices 0 .. k*m-1);
-    # building a large model takes long on a busy machine: it stops at the deadline
-    x = []
-    for _ in range(k):
-        if time.perf_counter() > deadline:
-            return None, lower, "unknown"
-        x.extend(model.new_bool_var("") for _ in range(m))
-    ub = int(np.sort(qi[active])[-S:].sum()) + 1
-    lb = int(np.floor(lower * scale)) if lower > 0 else 0
-    T = model.new_int_var(min(lb, ub), ub, "T")
-    load = [model.new_int_var(0, ub, "") for _ in range(m)]
-    for i, e in enumerate(active):
-        model.add(cp_model.LinearExpr.sum(x[i * m:(i + 1) * m]) == int(c[e]))
-    coef = [int(qi[e]) for e in active]
-    for b in range(m):
-        if time.perf_counter() > deadline:
-            return None, lower, "unknown"
-        col = x[b::m]
-        model.add(cp_model.LinearExpr.sum(col) == S)
-        model.add(cp_model.LinearExpr.weighted_sum(col, coef) == load[b])
-        model.add(load[b] <= T)
-    # symmetry: bins are interchangeable; order their loads
-    for b in range(m - 1):
-        model.add(load[b] >= load[b + 1])
+    built = _cpsat_model(qi, c, active, m, S, int(np.floor(lower * scale)) if lower > 0 else 0, deadline)
+    if built is None:
+        return None, lower, "unknown"
+    model, T = built
     if start is not None:
         # order the hint's bins by load to satisfy the symmetry constraint
         bl = (qi[:, None] * start).sum(axis=0)
@@ -212,6 +191,39 @@ def _cpsat(q, c, m, S, start, lower, deadline, work_limit, workers, resolution):
     return assign, bound, "optimal" if st == cp_model.OPTIMAL else "feasible"
 
 
+def _cpsat_model(qi, c, active, m: int, S: int, lb: int, deadline: float):
+    """The CP-SAT packing model on integer sizes ``qi`` for the labels ``active``: variables
+    x[i * m + b] (proto indices 0 .. k*m-1) say an item of label active[i] is in bin b; ``T`` (at
+    least ``lb``) bounds every bin's load, and bins are ordered by load. Returns (model, T), or
+    None when building passed the deadline (a large model takes long on a busy machine)."""
+    from ortools.sat.python import cp_model
+
+    model = cp_model.CpModel()
+    k = active.size
+    x = []
+    for _ in range(k):
+        if time.perf_counter() > deadline:
+            return None
+        x.extend(model.new_bool_var("") for _ in range(m))
+    ub = int(np.sort(qi[active])[-S:].sum()) + 1
+    T = model.new_int_var(min(lb, ub), ub, "T")
+    load = [model.new_int_var(0, ub, "") for _ in range(m)]
+    for i, e in enumerate(active):
+        model.add(cp_model.LinearExpr.sum(x[i * m:(i + 1) * m]) == int(c[e]))
+    coef = [int(qi[e]) for e in active]
+    for b in range(m):
+        if time.perf_counter() > deadline:
+            return None
+        col = x[b::m]
+        model.add(cp_model.LinearExpr.sum(col) == S)
+        model.add(cp_model.LinearExpr.weighted_sum(col, coef) == load[b])
+        model.add(load[b] <= T)
+    # symmetry: bins are interchangeable; order their loads
+    for b in range(m - 1):
+        model.add(load[b] >= load[b + 1])
+    return model, T
+
+
 def _pulp(q, c, m, S, start, lower, deadline, work_limit, workers, backend):
     import warnings
 
@@ -225,22 +237,10 @@ def _pulp_solve(q, c, m, S, start, lower, deadline, work_limit, workers, backend
 
     n = q.size
     t_build = time.perf_counter()
-    prob = pulp.LpProblem("pack", pulp.LpMinimize)
-    active = [int(e) for e in np.nonzero(c > 0)[0]]
-    x = {}
-    for e in active:
-        if time.perf_counter() > deadline:  # building stops at the deadline
-            return None, lower, "unknown"
-        x.update({(e, b): pulp.LpVariable(f"x_{e}_{b}", cat="Binary") for b in range(m)})
-    T = pulp.LpVariable("T", lowBound=float(lower))
-    prob += T
-    for e in active:
-        prob += pulp.lpSum(x[e, b] for b in range(m)) == int(c[e])
-    for b in range(m):
-        if time.perf_counter() > deadline:
-            return None, lower, "unknown"
-        prob += pulp.lpSum(x[e, b] for e in active) == S
-        prob += pulp.lpSum(float(q[e]) * x[e, b] for e in active) <= T
+    built = _pulp_model(q, c, m, S, lower, deadline)
+    if built is None:
+        return None, lower, "unknown"
+    prob, x, T = built
     warm = start is not None
     if warm:
         for (e, b), v in x.items():
@@ -269,6 +269,39 @@ def _pulp_solve(q, c, m, S, start, lower, deadline, work_limit, workers, backend
         # PuLP's HiGHS interface has no status for a node limit reached; it has set the variables
         # by then, and they are checked below like any other answer
         pass
+    return _pulp_answer(prob, x, q, c, n, m, S, lower)
+
+
+def _pulp_model(q, c, m: int, S: int, lower: float, deadline: float):
+    """The PuLP packing model: binary x[e, b] (an item of label e in bin b) for the labels with
+    items, ``T`` (at least ``lower``) bounding every bin's load, minimized. Returns (prob, x, T),
+    or None when building passed the deadline."""
+    import pulp
+
+    prob = pulp.LpProblem("pack", pulp.LpMinimize)
+    active = [int(e) for e in np.nonzero(c > 0)[0]]
+    x = {}
+    for e in active:
+        if time.perf_counter() > deadline:  # building stops at the deadline
+            return None
+        x.update({(e, b): pulp.LpVariable(f"x_{e}_{b}", cat="Binary") for b in range(m)})
+    T = pulp.LpVariable("T", lowBound=float(lower))
+    prob += T
+    for e in active:
+        prob += pulp.lpSum(x[e, b] for b in range(m)) == int(c[e])
+    for b in range(m):
+        if time.perf_counter() > deadline:
+            return None
+        prob += pulp.lpSum(x[e, b] for e in active) == S
+        prob += pulp.lpSum(float(q[e]) * x[e, b] for e in active) <= T
+    return prob, x, T
+
+
+def _pulp_answer(prob, x, q, c, n: int, m: int, S: int, lower: float):
+    """Read a solved PuLP model back: (assign [n, m], bound, status), or (None, lower, "unknown")
+    when the solver gave no complete packing."""
+    import pulp
+
     status = pulp.LpStatus.get(prob.status, "")
     if status not in ("Optimal", "Not Solved") and prob.sol_status not in (1, 2):
         return None, lower, "unknown"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from solvers.errors import SolverInputError
-from solvers.pairing import pairing_value, sorted_pairing
+from solvers.pair_value import pairing_value, sorted_pairing
 
 __all__ = ["expand_counts", "lpt_pack_distinct", "pack_pairs_distinct", "swap_improve", "bin_loads", "pair_count_search"]
 
@@ -130,41 +130,11 @@ def swap_improve(sizes: np.ndarray, labels: np.ndarray, bin_of: np.ndarray, num_
         rows = rows_all[active]
         if rows.size == 0:
             break
-        x = rows.size
-        xi = np.arange(x)
-        ld = load[rows]
-        h = ld.argmax(axis=1)
-        lh = ld[xi, h]
-        items_h = slots[rows, h]  # [x, per]
-        a = np.take_along_axis(sizes[rows], items_h, axis=1)  # [x, per]
-        la = np.take_along_axis(labels[rows], items_h, axis=1)
-        # partners: the items of the lightest bins (the useful ones for lowering h)
-        K = min(num_bins - 1, light_bins)
-        lightb = np.argpartition(ld, K, axis=1)[:, :K] if K < num_bins else np.argsort(ld, axis=1)[:, :K]
-        cand = slots[rows[:, None], lightb].reshape(x, K * per)  # [x, C] item ids
-        s_all = sizes[rows[:, None], cand]
-        g_all = np.repeat(lightb, per, axis=1)
-        lb = labels[rows[:, None], cand]
-        lg = ld[xi[:, None], g_all]  # [x, C]
-        d = a[:, :, None] - s_all[:, None, :]  # [x, per, C]
-        score = np.maximum(lh[:, None, None] - d, lg[:, None, :] + d)
-        b_lab_on_h = has[rows[:, None], lb, h[:, None]] > 0  # [x, C]
-        same = lb[:, None, :] == la[:, :, None]
-        a_lab_on_g = has[rows[:, None, None], la[:, :, None], g_all[:, None, :]] > 0  # [x, per, C]
-        valid = (d > 0) & (g_all[:, None, :] != h[:, None, None]) & ~(b_lab_on_h[:, None, :] & ~same) & ~a_lab_on_g
-        thresh = lh * (1 - 1e-12)
-        score = np.where(valid & (score < thresh[:, None, None]), score, np.inf).reshape(x, -1)
-        flat = score.argmin(axis=1)
-        best = score[xi, flat]
-        improve = np.isfinite(best)
+        improve, pi, bj, ia, hb = _best_swaps(sizes, labels, slots, load, has, rows, num_bins, light_bins)
         active[rows[~improve]] = False
         if not improve.any():
             break
         rr = rows[improve]
-        pi, cj = np.divmod(flat[improve], K * per)
-        bj = cand[improve, cj]
-        ia = items_h[improve, pi]
-        hb = h[improve]
         gb = bin_of[rr, bj]
         da = sizes[rr, ia] - sizes[rr, bj]
         load[rr, hb] -= da
@@ -182,6 +152,45 @@ def swap_improve(sizes: np.ndarray, labels: np.ndarray, bin_of: np.ndarray, num_
     return bin_of
 
 
+def _best_swaps(sizes, labels, slots, load, has, rows, num_bins: int, light_bins: int):
+    """One round of :func:`swap_improve` on ``rows``: for each, the best swap of an item of the
+    heaviest bin with an item of one of the ``light_bins`` lightest bins that lowers the heaviest
+    bin, keeping labels distinct. slots: [X, bins, per] item ids; load: [X, bins]; has: [X,
+    labels, bins] items of each label per bin. Returns ``improve`` [x] (a swap was found) and, for
+    those rows, the slot position in the heaviest bin, the partner item, the item leaving the
+    heaviest bin and that bin."""
+    per = slots.shape[2]
+    x = rows.size
+    xi = np.arange(x)
+    ld = load[rows]
+    h = ld.argmax(axis=1)
+    lh = ld[xi, h]
+    items_h = slots[rows, h]  # [x, per]
+    a = np.take_along_axis(sizes[rows], items_h, axis=1)  # [x, per]
+    la = np.take_along_axis(labels[rows], items_h, axis=1)
+    # partners: the items of the lightest bins (the useful ones for lowering h)
+    K = min(num_bins - 1, light_bins)
+    lightb = np.argpartition(ld, K, axis=1)[:, :K] if K < num_bins else np.argsort(ld, axis=1)[:, :K]
+    cand = slots[rows[:, None], lightb].reshape(x, K * per)  # [x, C] item ids
+    s_all = sizes[rows[:, None], cand]
+    g_all = np.repeat(lightb, per, axis=1)
+    lb = labels[rows[:, None], cand]
+    lg = ld[xi[:, None], g_all]  # [x, C]
+    d = a[:, :, None] - s_all[:, None, :]  # [x, per, C]
+    score = np.maximum(lh[:, None, None] - d, lg[:, None, :] + d)
+    b_lab_on_h = has[rows[:, None], lb, h[:, None]] > 0  # [x, C]
+    same = lb[:, None, :] == la[:, :, None]
+    a_lab_on_g = has[rows[:, None, None], la[:, :, None], g_all[:, None, :]] > 0  # [x, per, C]
+    valid = (d > 0) & (g_all[:, None, :] != h[:, None, None]) & ~(b_lab_on_h[:, None, :] & ~same) & ~a_lab_on_g
+    thresh = lh * (1 - 1e-12)
+    score = np.where(valid & (score < thresh[:, None, None]), score, np.inf).reshape(x, -1)
+    flat = score.argmin(axis=1)
+    best = score[xi, flat]
+    improve = np.isfinite(best)
+    pi, cj = np.divmod(flat[improve], K * per)
+    return improve, pi, cand[improve, cj], items_h[improve, pi], h[improve]
+
+
 def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *, rounds: int = 6,
                       donors: int = 4) -> np.ndarray:
     """Improve replica counts for two items per bin (value: heaviest pair of the sorted pairing).
@@ -195,51 +204,16 @@ def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *,
     w = np.asarray(weight, dtype=np.float64)
     c = np.array(counts, dtype=np.int64, copy=True)
     X, n = w.shape
-    R = int(c[0].sum())
     rows_all = np.arange(X)
-
-    def evaluate(wr, cc):
-        flat_c = cc.reshape(-1, n)
-        flat_w = np.repeat(wr, cc.shape[1], axis=0) if cc.ndim == 3 else wr
-        lab = np.repeat(np.tile(np.arange(n), flat_c.shape[0]), flat_c.ravel()).reshape(flat_c.shape[0], R)
-        sz = np.take_along_axis(flat_w / flat_c, lab, axis=1)
-        order, ps = sorted_pairing(sz)
-        return ps, order, lab
-
-    def values(wr, cc):
-        """Heaviest pair only: sizes sorted without tracking labels. cc: [x, K, n] -> [x, K]."""
-        flat_c = cc.reshape(-1, n)
-        per = (np.repeat(wr, cc.shape[1], axis=0) / flat_c).ravel().astype(np.float32)  # ranking only
-        sz = np.sort(np.repeat(per, flat_c.ravel()).reshape(flat_c.shape[0], R), axis=1)
-        return (sz[:, : R // 2] + sz[:, ::-1][:, : R // 2]).max(axis=1).reshape(cc.shape[0], cc.shape[1])
-
-    val = values(w, c[:, None, :])[:, 0]
+    val = _heaviest_pairs(w, c[:, None, :])[:, 0]
     active = np.ones(X, dtype=bool)
     for _ in range(rounds):
         rows = rows_all[active]
         if rows.size == 0:
             break
         wr, cr = w[rows], c[rows]
-        # bottleneck pair of each row
-        ps_r, order_r, lab_r = evaluate(wr, cr)
-        i = ps_r.argmax(axis=1)
-        big = lab_r[np.arange(rows.size), order_r[np.arange(rows.size), i]]
-        small = lab_r[np.arange(rows.size), order_r[np.arange(rows.size), R - 1 - i]]
-        per = wr / cr
-        light = per.argmin(axis=1)[:, None]
-        rec = np.concatenate([big[:, None], small[:, None], light], axis=1)  # [x, 4]
-        grow = np.where(cr >= 2, wr / np.maximum(cr - 1, 1), np.inf)
-        don = np.argsort(grow, axis=1)[:, :donors]  # [x, D]
-        D, Q = don.shape[1], rec.shape[1]
-        trial = np.repeat(cr[:, None, :], D * Q, axis=1).reshape(rows.size, D, Q, n)
-        xi = np.arange(rows.size)[:, None, None]
-        di = np.arange(D)[None, :, None]
-        qi = np.arange(Q)[None, None, :]
-        trial[xi, di, qi, don[:, :, None]] -= 1
-        trial[xi, di, qi, rec[:, None, :]] += 1
-        ok = (trial.min(axis=3) >= 1) & (trial.max(axis=3) <= max_count) & (don[:, :, None] != rec[:, None, :])
-        trial = np.where(ok[..., None], trial, cr[:, None, None, :])
-        tv = values(wr, trial.reshape(rows.size, D * Q, n))
+        trial = _count_moves(wr, cr, max_count, donors)
+        tv = _heaviest_pairs(wr, trial)
         k = tv.argmin(axis=1)
         bestv = tv[np.arange(rows.size), k]
         better = bestv < val[rows] * (1 - 1e-6)
@@ -247,10 +221,51 @@ def pair_count_search(weight: np.ndarray, counts: np.ndarray, max_count: int, *,
         if not better.any():
             break
         rb = rows[better]
-        c[rb] = trial.reshape(rows.size, D * Q, n)[better, k[better]]
+        c[rb] = trial[better, k[better]]
         val[rb] = bestv[better]
     # the search ranks in float32; keep the start where float64 says it was not beaten
     c0 = np.asarray(counts, dtype=np.int64)
     worse = pairing_value(w, c) > pairing_value(w, c0)
     c[worse] = c0[worse]
     return c
+
+
+def _count_moves(wr: np.ndarray, cr: np.ndarray, max_count: int, donors: int) -> np.ndarray:
+    """The candidate moves of :func:`pair_count_search`: one replica from each of the ``donors``
+    items whose per-replica size grows least to each recipient (the two items of the heaviest
+    pair, the lightest per-replica item); a move that breaks a count limit keeps the counts.
+    wr, cr: [x, n] -> [x, donors * 3, n] counts."""
+    x, n = cr.shape
+    R = int(cr[0].sum())
+    lab = np.repeat(np.tile(np.arange(n), x), cr.ravel()).reshape(x, R)
+    order_r, ps_r = sorted_pairing(np.take_along_axis(wr / cr, lab, axis=1))
+    # bottleneck pair of each row
+    i = ps_r.argmax(axis=1)
+    big = lab[np.arange(x), order_r[np.arange(x), i]]
+    small = lab[np.arange(x), order_r[np.arange(x), R - 1 - i]]
+    per = wr / cr
+    light = per.argmin(axis=1)[:, None]
+    rec = np.concatenate([big[:, None], small[:, None], light], axis=1)  # [x, 3]
+    grow = np.where(cr >= 2, wr / np.maximum(cr - 1, 1), np.inf)
+    don = np.argsort(grow, axis=1)[:, :donors]  # [x, D]
+    D, Q = don.shape[1], rec.shape[1]
+    trial = np.repeat(cr[:, None, :], D * Q, axis=1).reshape(x, D, Q, n)
+    xi = np.arange(x)[:, None, None]
+    di = np.arange(D)[None, :, None]
+    qi = np.arange(Q)[None, None, :]
+    trial[xi, di, qi, don[:, :, None]] -= 1
+    trial[xi, di, qi, rec[:, None, :]] += 1
+    ok = (trial.min(axis=3) >= 1) & (trial.max(axis=3) <= max_count) & (don[:, :, None] != rec[:, None, :])
+    trial = np.where(ok[..., None], trial, cr[:, None, None, :])
+    return trial.reshape(x, D * Q, n)
+
+
+def _heaviest_pairs(wr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """Heaviest pair of the sorted pairing for several count vectors per row, for ranking only
+    (float32, labels not tracked). wr: [x, n]; cc: [x, K, n] -> [x, K]."""
+    n = wr.shape[1]
+    flat_c = cc.reshape(-1, n)
+    R = int(flat_c[0].sum())
+    per = (np.repeat(wr, cc.shape[1], axis=0) / flat_c).ravel().astype(np.float32)  # ranking only
+    sz = np.sort(np.repeat(per, flat_c.ravel()).reshape(flat_c.shape[0], R), axis=1)
+    return (sz[:, : R // 2] + sz[:, ::-1][:, : R // 2]).max(axis=1).reshape(cc.shape[0], cc.shape[1])

@@ -134,7 +134,6 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
     budget = R if max_moves is None else int(max_moves)
     t0 = time.perf_counter()
     bins = np.arange(R) // S
-    moved = np.zeros(R, dtype=bool)
     orig = cur.copy()
     frozen = np.zeros(R, dtype=bool) if frozen is None else np.asarray(frozen, dtype=bool)
     if frozen.shape != (R,):
@@ -150,61 +149,12 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
         used = int((cur != orig).sum())
         if used >= budget or (time_limit is not None and time.perf_counter() - t0 > time_limit):
             return RepairResult(cur, used, top, False)
-        excess = np.maximum(load - cap, 0.0).sum()
         g = int(load.argmax())
         best_score, best_step = 0.0, None
-
-        # swaps: slot i in bin g with slot j in another bin
-        gi = np.arange(g * S, (g + 1) * S)
-        others = np.where(bins != g)[0]
-        a_i = per_slot[gi][:, None]
-        a_j = per_slot[others][None, :]
-        h = bins[others][None, :]
-        new_g = load[g] - a_i + a_j
-        new_h = load[h] - a_j + a_i
-        diff = (cur[gi][:, None] != cur[others][None, :]) & ~frozen[gi][:, None] & ~frozen[others][None, :]
-        new_excess = excess - (load[g] - cap) - np.maximum(load[h] - cap, 0) + np.maximum(new_g - cap, 0) + np.maximum(new_h - cap, 0)
-        ok = diff & (np.maximum(new_g, new_h) <= top + eps) & (new_excess < excess - eps)
-        # moves cost: 2, minus slots that return to their original item
-        back = (cur[others][None, :] == orig[gi][:, None]).astype(int) + (cur[gi][:, None] == orig[others][None, :]).astype(int)
-        cost = 2 - back
-        if ok.any():
-            gain = np.where(ok, (excess - new_excess) / np.maximum(cost, 0.5), -np.inf)
-            k = np.unravel_index(int(gain.argmax()), gain.shape)
-            if gain[k] > best_score:
-                best_score, best_step = float(gain[k]), ("swap", int(gi[k[0]]), int(others[k[1]]))
-
-        # reassign: a slot of an item with >= 2 copies takes an item x held by bin g
-        multi = np.where((cnt[cur] >= 2) & ~frozen)[0]
-        xs = np.unique(cur[gi])
-        if multi.size and xs.size:
-            y = cur[multi]  # [m]
-            copies_x = np.zeros((xs.size, G))
-            for a, x in enumerate(xs):
-                copies_x[a] = np.bincount(bins[cur == x], minlength=G)
-            copies_y = np.zeros((multi.size, G))
-            for b, s in enumerate(multi):
-                copies_y[b] = np.bincount(bins[cur == cur[s]], minlength=G)
-            cx = cnt[xs].astype(float)[:, None, None]
-            cy = cnt[y].astype(float)[None, :, None]
-            wx = w[xs][:, None, None]
-            wy = w[y][None, :, None]
-            at = (np.arange(G)[None, :] == bins[multi][:, None]).astype(float)[None, :, :]  # [1, m, G]
-            nx = copies_x[:, None, :] + at
-            ny = copies_y[None, :, :] - at
-            new_load = (load[None, None, :] - copies_x[:, None, :] * wx / cx + nx * wx / (cx + 1)
-                        - copies_y[None, :, :] * wy / cy + ny * wy / np.maximum(cy - 1, 1))
-            valid = (xs[:, None] != y[None, :])
-            new_top = new_load.max(axis=2)
-            new_ex = np.maximum(new_load - cap, 0).sum(axis=2)
-            ok = valid & (new_top <= top + eps) & (new_ex < excess - eps)
-            cost = np.where(orig[multi][None, :] == xs[:, None], 0.5, 1.0)  # returning a slot is cheap
-            if ok.any():
-                gain = np.where(ok, (excess - new_ex) / cost, -np.inf)
-                k = np.unravel_index(int(gain.argmax()), gain.shape)
-                if gain[k] > best_score:
-                    best_score, best_step = float(gain[k]), ("set", int(multi[k[1]]), int(xs[k[0]]))
-
+        for gain, step in (_best_swap(cur, orig, frozen, per_slot, load, bins, g, S, cap, eps),
+                           _best_reassign(w, cur, orig, frozen, cnt, load, bins, g, S, G, cap, eps)):
+            if step is not None and gain > best_score:
+                best_score, best_step = gain, step
         if best_step is None:
             return RepairResult(cur, used, top, False)
         if best_step[0] == "swap":
@@ -213,7 +163,69 @@ def repair(weight, start, slots_per_bin: int, cap: float, *, max_moves: int | No
         else:
             _, s, x = best_step
             cur[s] = x
-        moved |= cur != orig
+
+
+def _best_swap(cur, orig, frozen, per_slot, load, bins, g: int, S: int, cap: float, eps: float):
+    """The best step of :func:`repair` swapping a slot of the heaviest bin ``g`` with a slot of
+    another bin: (gain, ("swap", i, j)), or (0.0, None) when none lowers the excess."""
+    top = float(load.max())
+    excess = np.maximum(load - cap, 0.0).sum()
+    gi = np.arange(g * S, (g + 1) * S)
+    others = np.where(bins != g)[0]
+    a_i = per_slot[gi][:, None]
+    a_j = per_slot[others][None, :]
+    h = bins[others][None, :]
+    new_g = load[g] - a_i + a_j
+    new_h = load[h] - a_j + a_i
+    diff = (cur[gi][:, None] != cur[others][None, :]) & ~frozen[gi][:, None] & ~frozen[others][None, :]
+    new_excess = excess - (load[g] - cap) - np.maximum(load[h] - cap, 0) + np.maximum(new_g - cap, 0) + np.maximum(new_h - cap, 0)
+    ok = diff & (np.maximum(new_g, new_h) <= top + eps) & (new_excess < excess - eps)
+    # moves cost: 2, minus slots that return to their original item
+    back = (cur[others][None, :] == orig[gi][:, None]).astype(int) + (cur[gi][:, None] == orig[others][None, :]).astype(int)
+    cost = 2 - back
+    if not ok.any():
+        return 0.0, None
+    gain = np.where(ok, (excess - new_excess) / np.maximum(cost, 0.5), -np.inf)
+    k = np.unravel_index(int(gain.argmax()), gain.shape)
+    return float(gain[k]), ("swap", int(gi[k[0]]), int(others[k[1]]))
+
+
+def _best_reassign(w, cur, orig, frozen, cnt, load, bins, g: int, S: int, G: int, cap: float, eps: float):
+    """The best step of :func:`repair` giving a slot of an item with >= 2 copies to an item
+    ``x`` held by the heaviest bin ``g``: (gain, ("set", slot, x)), or (0.0, None)."""
+    top = float(load.max())
+    excess = np.maximum(load - cap, 0.0).sum()
+    gi = np.arange(g * S, (g + 1) * S)
+    multi = np.where((cnt[cur] >= 2) & ~frozen)[0]
+    xs = np.unique(cur[gi])
+    if not (multi.size and xs.size):
+        return 0.0, None
+    y = cur[multi]  # [m]
+    copies_x = np.zeros((xs.size, G))
+    for a, x in enumerate(xs):
+        copies_x[a] = np.bincount(bins[cur == x], minlength=G)
+    copies_y = np.zeros((multi.size, G))
+    for b, s in enumerate(multi):
+        copies_y[b] = np.bincount(bins[cur == cur[s]], minlength=G)
+    cx = cnt[xs].astype(float)[:, None, None]
+    cy = cnt[y].astype(float)[None, :, None]
+    wx = w[xs][:, None, None]
+    wy = w[y][None, :, None]
+    at = (np.arange(G)[None, :] == bins[multi][:, None]).astype(float)[None, :, :]  # [1, m, G]
+    nx = copies_x[:, None, :] + at
+    ny = copies_y[None, :, :] - at
+    new_load = (load[None, None, :] - copies_x[:, None, :] * wx / cx + nx * wx / (cx + 1)
+                - copies_y[None, :, :] * wy / cy + ny * wy / np.maximum(cy - 1, 1))
+    valid = (xs[:, None] != y[None, :])
+    new_top = new_load.max(axis=2)
+    new_ex = np.maximum(new_load - cap, 0).sum(axis=2)
+    ok = valid & (new_top <= top + eps) & (new_ex < excess - eps)
+    cost = np.where(orig[multi][None, :] == xs[:, None], 0.5, 1.0)  # returning a slot costs half a move
+    if not ok.any():
+        return 0.0, None
+    gain = np.where(ok, (excess - new_ex) / cost, -np.inf)
+    k = np.unravel_index(int(gain.argmax()), gain.shape)
+    return float(gain[k]), ("set", int(multi[k[1]]), int(xs[k[0]]))
 
 
 def retarget_counts(weight, start, slots_per_bin: int, counts) -> np.ndarray:

@@ -34,9 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.apportion import min_max_replica_load, optimal_counts
 from solvers.errors import SolverInputError
+from solvers.localsearch import pair_count_search
+from solvers.pair_value import pairing_value
 
-__all__ = ["sorted_pairing", "pairing_value", "PairingResult", "pairing_solve", "pair_counts_feasible",
+__all__ = ["PairingResult", "pairing_solve", "pair_counts_feasible",
            "pair_counts_lp_feasible", "SOLVES_PER_WORK"]
 
 #: Solver calls (LPs and integer programs) per unit of ``work_limit``: one unit is about a second
@@ -45,6 +48,38 @@ SOLVES_PER_WORK = 20
 
 #: Branch-and-bound nodes per integer program of the search under a work limit.
 NODES_PER_SOLVE = 200
+
+#: Default target gap of :func:`pairing_solve` (relative): 0.5%, the gap at which the decode
+#: results of ``eplb bench --exact`` are summarised.
+_TARGET = 5e-3
+
+# The search's tuning, set by hand (none is derived) while the LP bisection and the neighbourhood
+# search were written, judged with ``eplb bench --exact`` on the bundled DeepSeek-V3 decode
+# traces (256 experts, 144 two-slot bins per layer). They change placements, never a bound's
+# validity.
+#: Count-search effort (rounds, donors) on the start plan, searched once, and on each LP rounding.
+_START_ROUNDS, _START_DONORS = 40, 16
+_LP_ROUNDS, _LP_DONORS = 20, 8
+#: The neighbourhood search first aims at this share of the target gap (a success lands inside
+#: the target with room to spare), when the plan is already within ``_AIM_FIRST_WITHIN`` of the bound.
+_SEARCH_AIM = 0.6
+_AIM_FIRST_WITHIN = 1.01
+#: Lightest items freed beside the LP-disagreement set (good partners for heavy replicas), and in
+#: the dive; random neighbourhoods per threshold, and the hot items each frees.
+_LIGHT_PARTNERS, _LIGHT_PARTNERS_DIVE = 40, 20
+_RANDOM_TRIES, _RANDOM_HOT = 2, 30
+#: The full integer program aims at this share of the target gap: below 1, so an infeasible answer
+#: proves the plan within the target, with a margin for rounding.
+_PROOF_AIM = 0.97
+#: Share of the remaining seconds (less ``_PROOF_KEEP_S``) the full integer program may take; the
+#: rest is for the neighbourhood search that follows.
+_PROOF_SHARE = 0.7
+_PROOF_KEEP_S = 0.1
+#: Seconds that must be left (under a clock) to start a neighbourhood step, one restricted integer
+#: program, the full integer program; a restricted program runs at most ``_IP_MAX_S`` and none starts
+#: with under ``_IP_MIN_S``; ``_READ_S`` is kept back from each for reading its answer.
+_RESERVE_STEP_S, _RESERVE_IP_S, _RESERVE_PROOF_S = 0.1, 0.07, 0.4
+_IP_MAX_S, _IP_MIN_S, _READ_S = 0.1, 0.01, 0.05
 
 
 class _Budget:
@@ -75,35 +110,6 @@ class _Budget:
         if self.counted:
             opts["node_limit"] = int(nodes)
         return opts
-
-
-def sorted_pairing(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal pairing of a multiset: i-th largest with i-th smallest, vectorized over rows.
-
-    sizes: [X, 2m] float. Returns ``order`` [X, 2m] int64 (indices sorted by size, descending)
-    and ``pair_sum`` [X, m] (sum of pair i = order[i] with order[2m-1-i]).
-    """
-    sizes = np.asarray(sizes, dtype=np.float64)
-    if sizes.ndim != 2 or sizes.shape[1] % 2:
-        raise SolverInputError(f"sizes must be [rows, 2m] with an even item count, got shape {sizes.shape}")
-    order = np.argsort(-sizes, axis=1, kind="stable")
-    s = np.take_along_axis(sizes, order, axis=1)
-    m = sizes.shape[1] // 2
-    return order, s[:, :m] + s[:, ::-1][:, :m]
-
-
-def pairing_value(weight: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Heaviest pair of the best pairing for given counts. weight, counts: [X, n] -> [X]
-    (``counts`` rows must sum to an even number)."""
-    w = np.asarray(weight, dtype=np.float64)
-    c = np.asarray(counts, dtype=np.int64)
-    rows, n = w.shape
-    total = int(c[0].sum())
-    if np.any(c.sum(axis=1) != total) or total % 2:
-        raise SolverInputError("every row of counts must sum to the same even slot count")
-    item = np.repeat(np.tile(np.arange(n), rows), c.ravel()).reshape(rows, total)
-    sizes = np.take_along_axis(w / np.maximum(c, 1), item, axis=1)
-    return sorted_pairing(sizes)[1].max(axis=1)
 
 
 def _choices(w: np.ndarray, num_bins: int, T: float, cap: int):
@@ -235,7 +241,7 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, option
     fixed = ~on_free & (ks == ref[items])
     have = np.zeros(n, dtype=bool)
     have[items[fixed]] = True
-    if np.any(~free & ~have) or options.get("time_limit", 1.0) < 0.01:
+    if np.any(~free & ~have) or options.get("time_limit", 1.0) < _IP_MIN_S:
         return None
     A = A_ub.tocsc()
     rhs = float(num_slots) - np.asarray(A[:, np.flatnonzero(fixed)].sum(axis=1)).ravel()
@@ -262,31 +268,29 @@ def _restricted_ip(ch, free: np.ndarray, ref: np.ndarray, num_slots: int, option
 
 def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, value: float, lo: float, cap: int,
                           budget: _Budget, tol: float, goal: float, rng: np.random.Generator,
-                          patience: int = 2, good: float = 5e-3):
+                          patience: int = 2, good: float = _TARGET):
     """Large-neighbourhood search on counts. Each step picks a threshold T between the lowest
     value it failed to reach and the incumbent's, solves the LP there (an infeasible LP raises
     the certified bound ``lo``), and looks for a count vector reaching T with the restricted
-    integer program: the LP's fractional items free and the rest rounded (a dive); the items
-    where the LP and the incumbent disagree free (RINS); that set plus the lightest items
-    (good partners) or random hot items. Gives up after ``patience`` failed thresholds in a
-    row while the plan is not within ``good`` of ``lo``, or when ``budget`` is spent (each LP and
-    integer program takes one call). Returns (counts, value, lo)."""
-    n = w.size
-    N = 2 * num_bins
-    light = np.zeros(n, dtype=bool)
-    light[np.argsort(w, kind="stable")[:40]] = True
-    light20 = np.zeros(n, dtype=bool)
-    light20[np.argsort(w, kind="stable")[:20]] = True
+    integer program over the neighbourhoods of :func:`_neighbourhoods`. Gives up after
+    ``patience`` failed thresholds in a row while the plan is not within ``good`` of ``lo``, or
+    when ``budget`` is spent (each LP and integer program takes one call). Returns (counts,
+    value, lo)."""
+    by_weight = np.argsort(w, kind="stable")
+    light = np.zeros(w.size, dtype=bool)
+    light[by_weight[:_LIGHT_PARTNERS]] = True
+    light_dive = np.zeros(w.size, dtype=bool)
+    light_dive[by_weight[:_LIGHT_PARTNERS_DIVE]] = True
     failed = 0.0
     first = True
     misses = 0
     while True:
-        if budget.spent(0.1) or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
+        if budget.spent(_RESERVE_STEP_S) or value <= lo * (1 + tol) or (misses >= patience and value > lo * (1 + good)):
             break
         floor = max(failed, lo * (1 + tol / 2))
         if value <= floor * (1 + tol / 2):
             break
-        T = lo * (1 + goal) if first and lo * (1 + goal) < value < lo * 1.01 else np.sqrt(floor * value)
+        T = lo * (1 + goal) if first and lo * (1 + goal) < value < lo * _AIM_FIRST_WITHIN else np.sqrt(floor * value)
         T = min(T, value / (1 + tol / 2))
         first = False
         budget.spend()
@@ -296,47 +300,62 @@ def _neighbourhood_search(w: np.ndarray, num_bins: int, counts: np.ndarray, valu
             continue
         if ok is None:
             break
-        items, ks = ch[0], ch[1]
-        order = np.lexsort((-x, items))
-        top = np.ones(order.size, dtype=bool)
-        top[1:] = items[order][1:] != items[order][:-1]
-        ref = np.ones(n, dtype=np.int64)
-        ref[items[order][top]] = ks[order][top]
-        frac = np.zeros(n, dtype=bool)
-        np.logical_or.at(frac, items, (x > 1e-6) & (x < 1 - 1e-6))
-        on_inc = np.zeros(n)
-        mine = ks == counts[items]
-        np.add.at(on_inc, items[mine], x[mine])
-        differ = on_inc < 1 - 1e-6
-        kmin = np.maximum(1, np.ceil(w / T - 1e-12))
-        split = np.zeros(n, dtype=bool)
-        np.logical_or.at(split, items, (x > 1e-6) & (ks > kmin[items]))
-        band = np.flatnonzero((w > T / 2) & (w < 2 * T) & ~differ)
-        tries = [(frac | split | light20, ref), (differ, counts), (differ | light, counts)]
-        for _ in range(2):
-            extra = np.zeros(n, dtype=bool)
-            extra[rng.choice(band, size=min(band.size, 30), replace=False)] = True
-            tries.append((differ | frac | extra, counts))
-        got = None
-        for free, base in tries:
-            if budget.spent(0.07):
-                break
-            budget.spend()
-            got = _restricted_ip(ch, free, base, N, budget.milp_options(min(0.1, budget.seconds() - 0.05)))
-            if got is not None:
-                break
-        if got is None:
-            failed = T
-            misses += 1
-            continue
-        v = float(pairing_value(w[None, :], got[None, :])[0])
-        if v < value:
+        tries = _neighbourhoods(w, T, x, ch, counts, light, light_dive, rng)
+        got = _first_reached(ch, tries, 2 * num_bins, budget)
+        v = None if got is None else float(pairing_value(w[None, :], got[None, :])[0])
+        if v is not None and v < value:
             counts, value = got, v
             misses = 0
         else:
             failed = T
             misses += 1
     return counts, value, lo
+
+
+def _neighbourhoods(w: np.ndarray, T: float, x: np.ndarray, ch, counts: np.ndarray, light: np.ndarray,
+                    light_dive: np.ndarray, rng: np.random.Generator) -> list:
+    """The (free items, reference counts) pairs tried at threshold T, in order: the LP's
+    fractional and split items plus ``light_dive`` free, the rest at the LP's rounding (a dive);
+    the items where the LP and the incumbent ``counts`` disagree free (RINS); that set plus the
+    ``light`` items (good partners); then twice that set plus the fractional items and random
+    hot items. x: [choices] the LP point at T; ch: its :func:`_choices`."""
+    n = w.size
+    items, ks = ch[0], ch[1]
+    order = np.lexsort((-x, items))
+    top = np.ones(order.size, dtype=bool)
+    top[1:] = items[order][1:] != items[order][:-1]
+    ref = np.ones(n, dtype=np.int64)
+    ref[items[order][top]] = ks[order][top]
+    frac = np.zeros(n, dtype=bool)
+    np.logical_or.at(frac, items, (x > 1e-6) & (x < 1 - 1e-6))
+    on_inc = np.zeros(n)
+    mine = ks == counts[items]
+    np.add.at(on_inc, items[mine], x[mine])
+    differ = on_inc < 1 - 1e-6
+    kmin = np.maximum(1, np.ceil(w / T - 1e-12))
+    split = np.zeros(n, dtype=bool)
+    np.logical_or.at(split, items, (x > 1e-6) & (ks > kmin[items]))
+    band = np.flatnonzero((w > T / 2) & (w < 2 * T) & ~differ)
+    tries = [(frac | split | light_dive, ref), (differ, counts), (differ | light, counts)]
+    for _ in range(_RANDOM_TRIES):
+        extra = np.zeros(n, dtype=bool)
+        extra[rng.choice(band, size=min(band.size, _RANDOM_HOT), replace=False)] = True
+        tries.append((differ | frac | extra, counts))
+    return tries
+
+
+def _first_reached(ch, tries: list, num_slots: int, budget: _Budget) -> np.ndarray | None:
+    """Counts from the first neighbourhood of ``tries`` whose restricted integer program
+    reaches the threshold of ``ch``, or None (each program takes one call of ``budget``)."""
+    for free, base in tries:
+        if budget.spent(_RESERVE_IP_S):
+            return None
+        budget.spend()
+        got = _restricted_ip(ch, free, base, num_slots,
+                            budget.milp_options(min(_IP_MAX_S, budget.seconds() - _READ_S)))
+        if got is not None:
+            return got
+    return None
 
 
 def _fit_total(w: np.ndarray, counts: np.ndarray, N: int, cap: int) -> np.ndarray:
@@ -367,7 +386,7 @@ class PairingResult:
 
 def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | None = None,
                   max_count: int | None = None, lower: float | None = None, tol: float = 1e-3,
-                  target: float | None = 5e-3, time_limit: float | None = 2.0, work_limit: float | None = None,
+                  target: float | None = _TARGET, time_limit: float | None = 2.0, work_limit: float | None = None,
                   seed: int = 0) -> PairingResult:
     """Near-optimal counts for two items per bin, with a certified lower bound.
 
@@ -389,23 +408,31 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
         raise SolverInputError(f"{N} slots cannot hold {n} items; give at least one slot per item")
     cap = N if max_count is None else int(max_count)
     if counts0 is None:
-        from solvers.apportion import optimal_counts
-
         counts0 = optimal_counts(w[None, :], N, max_count=min(cap, N - n + 1))[0]
     best_c = np.asarray(counts0, dtype=np.int64)
     best_v = float(pairing_value(w[None, :], best_c[None, :])[0])
-    from solvers.apportion import min_max_replica_load
-
     lo0 = max(w.sum() / num_bins, float(min_max_replica_load(w[None, :], N, min(cap, N - n + 1))[0]))
     lo = max(lo0, lower or 0.0) * (1 - 1e-9)  # certified: no count vector reaches below lo
-    from solvers.localsearch import pair_count_search
-
-    c = pair_count_search(w[None, :], best_c[None, :], cap, rounds=40, donors=16)[0]
+    c = pair_count_search(w[None, :], best_c[None, :], cap, rounds=_START_ROUNDS, donors=_START_DONORS)[0]
     v = float(pairing_value(w[None, :], c[None, :])[0])
     if v < best_v:
         best_v, best_c = v, c
     budget = _Budget(None if time_limit is None else time_limit - (time.perf_counter() - start), work_limit)
-    # 1. LP bisection: an infeasible LP proves T unreachable, so ``lo`` is a certified bound
+    best_c, best_v, lo = _lp_bisection(w, num_bins, cap, best_c, best_v, lo, budget, tol, target)
+    best_c, best_v, lo = _improve_and_prove(w, num_bins, cap, best_c, best_v, lo, budget, tol,
+                                            target if target is not None else _TARGET, seed)
+    bound = lo
+    status = "optimal" if best_v <= bound * (1 + tol) + 1e-12 else "feasible"
+    return PairingResult(best_c, best_v, bound, status, time.perf_counter() - start)
+
+
+def _lp_bisection(w: np.ndarray, num_bins: int, cap: int, best_c: np.ndarray, best_v: float, lo: float,
+                  budget: _Budget, tol: float, target: float | None):
+    """Bisect on T with the LP relaxation: an infeasible LP proves T unreachable, so ``lo`` stays
+    a certified bound; each feasible LP's rounded point, fitted to the slot total and improved by
+    :func:`pair_count_search`, may beat the plan. The first threshold tried is the plan's value /
+    (1 + ``target``), settling "within target" in one step. Returns (counts, value, lo)."""
+    N = 2 * num_bins
     hi = best_v  # the LP is feasible here
     step = 0.0  # duration of the last LP: do not start one that cannot finish in time
     first = target is not None and best_v / (1 + target) > lo
@@ -422,27 +449,32 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
             hi = mid
             if c is not None:  # a plan near the LP point: fix the slot total, then search
                 c = _fit_total(w, c, N, cap)
-                c = pair_count_search(w[None, :], c[None, :], cap, rounds=20, donors=8)[0]
+                c = pair_count_search(w[None, :], c[None, :], cap, rounds=_LP_ROUNDS, donors=_LP_DONORS)[0]
                 v = float(pairing_value(w[None, :], c[None, :])[0])
                 if v < best_v:
                     best_v, best_c = v, c
         else:
             lo = mid
         step = time.perf_counter() - t_step
-    # 2. a better plan: large-neighbourhood search with small integer programs; when it stalls,
-    # 3. the full integer program tries to prove the plan within ``target`` (or bisects)
-    good = target if target is not None else 5e-3
+    return best_c, best_v, lo
+
+
+def _improve_and_prove(w: np.ndarray, num_bins: int, cap: int, best_c: np.ndarray, best_v: float, lo: float,
+                       budget: _Budget, tol: float, good: float, seed: int):
+    """A better plan by :func:`_neighbourhood_search`; when it stalls, the full integer program
+    tries to prove the plan within ``good`` (or bisects between the bound and the plan), and the
+    search goes on from what that settled. Returns (counts, value, lo)."""
     rng = np.random.default_rng(seed)
     while True:
-        best_c, best_v, lo = _neighbourhood_search(w, num_bins, best_c, best_v, lo, cap, budget, tol, 0.6 * good,
-                                                   rng, good=good)
-        if budget.spent(0.4) or best_v <= lo * (1 + tol):
+        best_c, best_v, lo = _neighbourhood_search(w, num_bins, best_c, best_v, lo, cap, budget, tol,
+                                                   _SEARCH_AIM * good, rng, good=good)
+        if budget.spent(_RESERVE_PROOF_S) or best_v <= lo * (1 + tol):
             break
-        mid = best_v / (1 + 0.97 * good) if best_v > lo * (1 + good) else 0.5 * (lo + best_v)
+        mid = best_v / (1 + _PROOF_AIM * good) if best_v > lo * (1 + good) else 0.5 * (lo + best_v)
         left = budget.seconds()
         budget.spend()
         ok, c = pair_counts_feasible(w, num_bins, mid, max_count=cap,
-                                     time_limit=0.7 * (left - 0.1) if math.isfinite(left) else None,
+                                     time_limit=_PROOF_SHARE * (left - _PROOF_KEEP_S) if math.isfinite(left) else None,
                                      node_limit=NODES_PER_SOLVE if budget.counted else None)
         if ok is None:
             break
@@ -452,6 +484,4 @@ def pairing_solve(weight: np.ndarray, num_bins: int, *, counts0: np.ndarray | No
                 best_v, best_c = v, c
         else:
             lo = mid
-    bound = lo
-    status = "optimal" if best_v <= bound * (1 + tol) + 1e-12 else "feasible"
-    return PairingResult(best_c, best_v, bound, status, time.perf_counter() - start)
+    return best_c, best_v, lo

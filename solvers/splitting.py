@@ -21,9 +21,10 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
+from solvers.apportion import optimal_counts
 from solvers.errors import SolverInputError
 
-__all__ = ["SplitResult", "optimal_split", "split_values", "chain_pack", "link_copies", "best_chain_pack"]
+__all__ = ["SplitResult", "optimal_split", "chain_pack", "link_copies", "best_chain_pack"]
 
 
 class SplitResult:
@@ -108,11 +109,6 @@ def optimal_split(weight, slot_item, slot_bin, num_bins: int, *, time_limit: flo
     return SplitResult(amount, value, "optimal")
 
 
-def split_values(weight, slot_item, slot_bin, num_bins: int, amount) -> np.ndarray:
-    """Bin loads of a split. weight: [n]; slot_item, slot_bin, amount: [R] -> [num_bins]."""
-    return np.bincount(np.asarray(slot_bin), weights=np.asarray(amount, dtype=np.float64), minlength=num_bins)
-
-
 def _alternate(order: np.ndarray) -> np.ndarray:
     """Heaviest, lightest, second heaviest, second lightest, ... of an index list sorted by
     descending weight, so neighbours in a chain are never two heavy links."""
@@ -141,8 +137,6 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     first to the bin furthest from its aim, counting the slots it still has to fill. Leftover
     slots hold extra copies of the heaviest items.
     """
-    from solvers.apportion import optimal_counts
-
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
     G, S = int(num_bins), int(slots_per_bin)
@@ -161,12 +155,35 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
     target = max(w.sum() / G, float((w / copies).max()))
     order = np.argsort(-w, kind="stable")
     per_copy = w / copies
+    bin_items, need, chain_of = _build_chains(per_copy, copies, G, S, target)
+    placed = np.zeros(n, dtype=bool)
+    for items in bin_items:
+        placed[items] = True
+    unplaced = np.where(chain_of < 0)[0]
+    chain_of[unplaced] = np.arange(unplaced.size) + (chain_of.max() + 1)
+    free = np.array([S - len(b) for b in bin_items], dtype=np.int64)
+    fillers = order[~placed[order]]
+    if free.sum() < fillers.size:  # pragma: no cover - guarded by the copy counts above
+        raise SolverInputError("internal: chains left too few slots for the remaining items")
+    _deal_fillers(w, fillers, bin_items, need, chain_of, free, target)
+    slot_item = np.empty(R, dtype=np.int64)
+    for g in range(G):
+        slot_item[g * S:(g + 1) * S] = _fill_spare(bin_items[g], S, per_copy, order)
+    remaining = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
+    res = optimal_split(w, slot_item, np.arange(R) // S, G, time_limit=remaining)
+    return slot_item, res
+
+
+def _build_chains(per_copy: np.ndarray, copies: np.ndarray, G: int, S: int, target: float):
+    """Lay the links (items with several copies) on chains of consecutive bins: each link spans
+    ``copies[e]`` bins, consecutive links share a bin; a chain ends when the next link would not
+    fit in the bins left, or (with few spare slots) after every link item. Returns the items per
+    bin, each bin's remaining aim ``need`` [G] (``target`` less its links' even shares) and the
+    chain of each bin ``chain_of`` [G] (-1 for a bin on no chain)."""
     link_items = np.array([e for e in np.argsort(-per_copy, kind="stable") if copies[e] > 1], dtype=np.int64)
     bin_items: list[list[int]] = [[] for _ in range(G)]
     need = np.full(G, target)
     chain_of = np.full(G, -1, dtype=np.int64)
-    # build chains: each link spans copies[e] consecutive bins; a chain ends when the next link
-    # would not fit in the bins left, or (with few spare slots) after every link item
     if S >= 2 and link_items.size:
         seq = _alternate(link_items)
         boundaries = copies[seq] - 1
@@ -186,15 +203,16 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
                 chain_of[g] = chain
             pos += span - 1
             first_in_chain = False
-    placed = np.zeros(n, dtype=bool)
-    for items in bin_items:
-        placed[items] = True
-    unplaced = np.where(chain_of < 0)[0]
-    chain_of[unplaced] = np.arange(unplaced.size) + (chain_of.max() + 1)
-    free = np.array([S - len(b) for b in bin_items], dtype=np.int64)
-    fillers = order[~placed[order]]
-    if free.sum() < fillers.size:  # pragma: no cover - guarded by the copy counts above
-        raise SolverInputError("internal: chains left too few slots for the remaining items")
+    return bin_items, need, chain_of
+
+
+def _deal_fillers(w: np.ndarray, fillers: np.ndarray, bin_items: list, need: np.ndarray, chain_of: np.ndarray,
+                  free: np.ndarray, target: float) -> None:
+    """Deal the single-copy items ``fillers`` (heaviest first) into ``bin_items``: each to the
+    component (chain) with the largest deficit that can still fill its slots, and there to the
+    bin furthest from its aim, counting the slots it still has to fill. Updates ``bin_items`` and
+    ``free`` in place."""
+    G = need.size
     nf = fillers.size
     fw = w[fillers]
     suffix_mean = np.zeros(nf + 1)
@@ -225,23 +243,22 @@ def chain_pack(weight, num_bins: int, slots_per_bin: int, *, copies=None,
         bin_items[g].append(e)
         load[g] += w[e]
         free[g] -= 1
-    slot_item = np.empty(R, dtype=np.int64)
-    for g in range(G):
-        items = bin_items[g]
-        if len(items) < S:
-            present = set(items)
-            for e in np.argsort(-per_copy, kind="stable").tolist():
-                if len(items) == S:
-                    break
-                if e not in present:
-                    items.append(e)
-                    present.add(e)
-            while len(items) < S:
-                items.append(int(order[0]))
-        slot_item[g * S:(g + 1) * S] = items
-    remaining = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))
-    res = optimal_split(w, slot_item, np.arange(R) // S, G, time_limit=remaining)
-    return slot_item, res
+
+
+def _fill_spare(items: list, S: int, per_copy: np.ndarray, order: np.ndarray) -> list:
+    """A bin's ``items`` topped up to ``S`` slots with extra copies of the items of largest
+    per-copy weight it does not hold yet (then of the heaviest item). Returns the list."""
+    if len(items) < S:
+        present = set(items)
+        for e in np.argsort(-per_copy, kind="stable").tolist():
+            if len(items) == S:
+                break
+            if e not in present:
+                items.append(e)
+                present.add(e)
+        while len(items) < S:
+            items.append(int(order[0]))
+    return items
 
 
 def link_copies(weight, num_bins: int, num_slots: int, piece: float) -> np.ndarray:
@@ -249,8 +266,6 @@ def link_copies(weight, num_bins: int, num_slots: int, piece: float) -> np.ndarr
     more copy for each of the heaviest single-copy items while spare slots last (each one
     adds a flexible link to the chain). Falls back to the divisor-method counts when the
     pieces need more slots than exist. weight: [n] -> [n] int64."""
-    from solvers.apportion import optimal_counts
-
     w = np.asarray(weight, dtype=np.float64)
     n = w.size
     num_slots = min(num_slots, n * num_bins)  # more copies than bins would be useless
