@@ -15,12 +15,11 @@ stepping in :mod:`eplb.dp.prefill` and :mod:`eplb.dp.decode`); metrics are defin
 :mod:`eplb.dp.results`.
 """
 from eplb.dp.costs import attention_pairs, chunk_attention
-from eplb.dp.ranks import Batch, RankState
+from eplb.dp.ranks import Batch, RankState, Router
 from eplb.dp.routers import (
     BASELINES,
     DEFAULT_ROUTER,
     ROUTERS,
-    Router,
     describe_routers,
     make_router,
 )

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eplb.dp.ranks import Batch, RankState
-from eplb.dp.routers import Router, register_router
+from eplb.dp.ranks import Batch, RankState, Router
 from eplb.errors import EplbError
 from solvers.assign import default_scale, exact_assign, greedy_assign
 
@@ -356,13 +355,3 @@ class MinMaxCpsat(MinMaxArrival):
     def _assign_prefill(self, sizes, ranks, base, scale, cap) -> np.ndarray:
         return exact_assign(sizes, ranks, base, scale, time_limit=self.time_limit,
                             seed=0, workers=1).assign
-
-
-# registered in the order reports list them: the default first
-register_router("min-max", "ours (default): prefill binds queued requests at the step a rank has budget, "
-                "min-L-inf of the step's (attention, tokens), chunks cut to an attention target; decode "
-                "binds queued requests when a rank can admit them, balancing (KV, requests)")(MinMax)
-register_router("min-max-arrival", "ours, binding at arrival: 2-D min-L-inf greedy over the batch on the "
-                "ranks' backlog")(MinMaxArrival)
-register_router("min-max-cpsat", "ours: the min-max-arrival objective solved per batch by CP-SAT (time limit, "
-                "default 0.05 s)")(MinMaxCpsat)

@@ -1,5 +1,5 @@
 """What a router sees: the ranks' state (:class:`RankState`) and the requests arriving together
-(:class:`Batch`)."""
+(:class:`Batch`); and what every router does (:class:`Router`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ import numpy as np
 
 from eplb.dp.costs import attention_pairs
 
-__all__ = ["Batch", "RankState"]
+__all__ = ["Batch", "RankState", "Router"]
 
 
 @dataclass
@@ -78,3 +78,18 @@ class Batch:
     def pairs(self) -> np.ndarray:
         """[B] float64 prefill attention pairs."""
         return attention_pairs(self.new_tokens, self.cached)
+
+
+class Router:
+    """Base class: ``assign(state, batch) -> [B] int64 ranks``. A subclass takes its options as
+    keyword parameters of ``__init__``."""
+
+    name = ""
+    #: True: prefill requests wait in the router and are bound by ``fill`` step by step
+    late_binding = False
+
+    def reset(self, num_ranks: int) -> None:
+        """Forget any internal state before a new run."""
+
+    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
+        raise NotImplementedError

@@ -30,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from eplb._registry import Registry
+from eplb.dp.minmax import MinMax, MinMaxArrival, MinMaxCpsat
+from eplb.dp.ranks import Batch, RankState, Router
 from eplb.errors import EplbError
-from eplb.dp.ranks import Batch, RankState
 
 __all__ = [
     "BASELINES",
@@ -45,12 +46,8 @@ __all__ = [
 ]
 
 
-def _load_ours() -> None:
-    import eplb.dp.minmax  # noqa: F401  (registers min-max, min-max-arrival, min-max-cpsat)
-
-
 #: Every router by name: the baselines first, then ours.
-ROUTERS = Registry("router", load=_load_ours)
+ROUTERS = Registry("router")
 #: The router used when none is named.
 DEFAULT_ROUTER = "min-max"
 #: Engine baselines, in the order reports list them.
@@ -64,21 +61,6 @@ def register_router(name: str, description: str):
         cls.name = name
         return ROUTERS.register(name, description)(cls)
     return deco
-
-
-class Router:
-    """Base class: ``assign(state, batch) -> [B] int64 ranks``. A subclass takes its options as
-    keyword parameters of ``__init__``."""
-
-    name = ""
-    #: True: prefill requests wait in the router and are bound by ``fill`` step by step
-    late_binding = False
-
-    def reset(self, num_ranks: int) -> None:
-        """Forget any internal state before a new run."""
-
-    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
-        raise NotImplementedError
 
 
 class _Online(Router):
@@ -153,6 +135,16 @@ class Vllm(_Online):
 class VllmLegacy(_Online):
     def score(self, st, j, batch):
         return 4.0 * st.waiting + st.running
+
+
+# ours, the default first
+register_router("min-max", "ours (default): prefill binds queued requests at the step a rank has budget, "
+                "min-L-inf of the step's (attention, tokens), chunks cut to an attention target; decode "
+                "binds queued requests when a rank can admit them, balancing (KV, requests)")(MinMax)
+register_router("min-max-arrival", "ours, binding at arrival: 2-D min-L-inf greedy over the batch on the "
+                "ranks' backlog")(MinMaxArrival)
+register_router("min-max-cpsat", "ours: the min-max-arrival objective solved per batch by CP-SAT (time limit, "
+                "default 0.05 s)")(MinMaxCpsat)
 
 
 def routers() -> list[str]:
