@@ -373,7 +373,7 @@ def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float
     for name, raw in named_traces(traces_folder):
         req = day_shaped(raw)
         bal = prefill_on_trace(req, pre)
-        rr = prefill_on_trace(req, pre, policy="round_robin")
+        rr = prefill_on_trace(req, pre, router="round-robin")
         day_avg = bal["tokens_per_s_per_node"] * imbalance_factor * u
         preds.append(day_avg / pub)
         pess_preds.append(prefill_on_trace(req, slow)["tokens_per_s_per_node"] * slow_factor * u / pub)
@@ -384,8 +384,8 @@ def trace_prefill_section(traces_folder: Path, imbalance_factor: float, u: float
     return ["### Prefill on real request shapes (trace-driven)", "",
             f"Each trace rescaled to the day's mean request ({DAY.request_shape()['input']:,.0f} input tokens, "
             f"{100 * hit:.2f}% cached; shape, prefix structure and arrivals from the trace), assigned to the 32 "
-            "ranks step by step by the DP simulator (16,384 tokens per rank, load 0.9, `balanced` = our router "
-            "with DeepSeek's two objectives, attention and tokens; `round_robin` for comparison), every rank priced "
+            "ranks step by step by the DP simulator (16,384 tokens per rank, load 0.9, `min-max` = our router "
+            "with DeepSeek's two objectives, attention and tokens; `round-robin` for comparison), every rank priced "
             "by the cost model, the step set by its slowest rank; loaded steps only "
             "(`eplb.cost.traffic.prefill_on_trace`). 'DP time ratio': step time over the same step with every "
             f"rank at the mean. Day average = capacity x {imbalance_factor:.3f} (deepseek placement's expert "

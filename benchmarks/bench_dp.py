@@ -1,12 +1,12 @@
 """DP request balancing, side by side: engine baselines and ours on real request traces.
 
-Runs every policy with identical inputs on each trace at 8 and 32 ranks, prefill and decode, prints
+Runs every router with identical inputs on each trace at 8 and 32 ranks, prefill and decode, prints
 the tables and writes benchmarks/results/bench_dp.md. Also times the routing decisions.
 
 Traces come in two splits, named on every row:
 
 - tuning: the traces in a folder (default: the project's shared request traces beside the checkout,
-  else the bundled Mooncake synthetic trace). The constants of ``balanced`` (attention target 1.6,
+  else the bundled Mooncake synthetic trace). The constants of ``min-max`` (attention target 1.6,
   first chunk 5120 tokens, the balance gate's slacks and waits) and the default KV capacity were set
   while looking at these.
 - held-out: traces no constant was set on (default: the bundled Mooncake conversation trace; more
@@ -32,17 +32,16 @@ sys.path.insert(0, str(ROOT))
 
 from eplb.cost import decode_rank_time, prefill_rank_time  # noqa: E402
 from eplb._stamp import write_results  # noqa: E402
-from eplb.dp import DEFAULTS, Batch, RankState, make_policy, max_over_mean, simulate  # noqa: E402
-from eplb.dp.policies import BASELINES  # noqa: E402
+from eplb.dp import BASELINES, DEFAULTS, Batch, RankState, make_router, max_over_mean, simulate  # noqa: E402
 from solvers.assign import greedy_assign  # noqa: E402
 from traces.requests import load_bundled_requests, open_requests, read_requests  # noqa: E402
 
-PREFILL_POLICIES = BASELINES + ("balanced_online", "balanced")
-DECODE_POLICIES = BASELINES + ("balanced",)
+PREFILL_ROUTERS = BASELINES + ("min-max-arrival", "min-max")
+DECODE_ROUTERS = BASELINES + ("min-max",)
 MIN_REQUESTS = 10_000
 DECODE_LOADS = (0.9, 0.7)  # shorter traces are repeated back to back up to this many requests
 HELD_OUT = ("mooncake_conversation",)  # bundled traces no constant of eplb.dp was set on
-NO_TARGET = "balanced, no attention target"  # balanced prefill with attention_balance 0
+NO_TARGET = "min-max, no attention target"  # min-max prefill with attention_balance 0
 
 
 def _fmt(d):
@@ -102,72 +101,72 @@ def run_traces(sources, ranks_list, quick):
                      f"{'trace timestamps' if reqs.has_timestamps else 'Poisson (seed 0)'}.\n")
         for D in ranks_list:
             rows = {}
-            for pol in PREFILL_POLICIES + (NO_TARGET,):
+            for router in PREFILL_ROUTERS + (NO_TARGET,):
                 t0 = time.perf_counter()
-                if pol == NO_TARGET:
-                    res = simulate(reqs, D, "prefill", "balanced", cost_model=prefill_rank_time,
-                                   policy_options={"attention_balance": 0})
+                if router == NO_TARGET:
+                    res = simulate(reqs, D, "prefill", "min-max", cost_model=prefill_rank_time,
+                                   router_options={"attention_balance": 0})
                 else:
-                    res = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time)
-                rows[pol] = res.summary()
-                rows[pol]["wall"] = time.perf_counter() - t0
+                    res = simulate(reqs, D, "prefill", router, cost_model=prefill_rank_time)
+                rows[router] = res.summary()
+                rows[router]["wall"] = time.perf_counter() - t0
                 old = res.info["loaded_total"]
-                rows[pol]["old_att"] = max_over_mean(res.attention, old)
-                rows[pol]["old_tok"] = max_over_mean(res.tokens, old)
-                rows[pol]["ttft_s"] = _ttft_seconds(res)
+                rows[router]["old_att"] = max_over_mean(res.attention, old)
+                rows[router]["old_tok"] = max_over_mean(res.tokens, old)
+                rows[router]["ttft_s"] = _ttft_seconds(res)
             lines.append(f"\n**prefill, {D} ranks** (budget {DEFAULTS['token_budget']} tokens/rank/step, "
-                         f"load {DEFAULTS['load']}; loaded steps: {rows['round_robin']['tokens_max_over_mean']['steps']} "
-                         f"of {rows['round_robin']['busy_steps']} busy for round robin)\n")
-            lines.append("| policy | tokens max/mean: mean / p99 | attention max/mean: mean / p99 | "
+                         f"load {DEFAULTS['load']}; loaded steps: {rows['round-robin']['tokens_max_over_mean']['steps']} "
+                         f"of {rows['round-robin']['busy_steps']} busy for round robin)\n")
+            lines.append("| router | tokens max/mean: mean / p99 | attention max/mean: mean / p99 | "
                          "all busy steps: tokens / attention (mean) | old loaded steps: tokens / attention "
                          "(mean / p99) | TTFT steps p50 / p99 | TTFT H800 s p99 | steps | H800 model s |")
             lines.append("|---|---|---|---|---|---|---|---|---|")
-            for pol, r in rows.items():
-                lines.append(f"| {pol} | {_fmt(r['tokens_max_over_mean'])} | {_fmt(r['attention_max_over_mean'])} | "
+            for router, r in rows.items():
+                lines.append(f"| {router} | {_fmt(r['tokens_max_over_mean'])} | {_fmt(r['attention_max_over_mean'])} | "
                              f"{r['tokens_max_over_mean']['all_steps']['mean']:.3f} / "
                              f"{r['attention_max_over_mean']['all_steps']['mean']:.3f} | "
                              f"{_fmt(r['old_tok'])} / {_fmt(r['old_att'])} | "
                              f"{r['ttft_steps']['p50']:.0f} / {r['ttft_steps']['p99']:.0f} | {r['ttft_s']:.2f} | "
                              f"{r['steps']} | {r['seconds']:.1f} |")
-            rr, ours = rows["round_robin"], rows["balanced"]
+            rr, ours = rows["round-robin"], rows["min-max"]
             for axis in ("tokens", "attention"):
                 for stat in ("mean", "p99"):
                     cut = _excess_cut(ours[f"{axis}_max_over_mean"][stat], rr[f"{axis}_max_over_mean"][stat])
                     checks.append((s["name"], split, D, "prefill", f"{axis} {stat}: excess cut vs round robin",
                                    cut, cut >= 0.5, f"{axis}_{stat}_cut"))
-            checks.append((s["name"], split, D, "prefill", "TTFT p99 balanced <= round robin (difference, steps)",
+            checks.append((s["name"], split, D, "prefill", "TTFT p99 min-max <= round robin (difference, steps)",
                            ours["ttft_steps"]["p99"] - rr["ttft_steps"]["p99"],
                            ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"], "ttft_p99_diff"))
-            checks.append((s["name"], split, D, "prefill", "TTFT p50, balanced minus round robin (steps; round robin "
+            checks.append((s["name"], split, D, "prefill", "TTFT p50, min-max minus round robin (steps; round robin "
                            f"{rr['ttft_steps']['p50']:.0f})", ours["ttft_steps"]["p50"] - rr["ttft_steps"]["p50"],
                            None, "ttft_p50_diff"))
-            checks.append((s["name"], split, D, "prefill", "throughput: steps to finish, balanced minus round robin "
+            checks.append((s["name"], split, D, "prefill", "throughput: steps to finish, min-max minus round robin "
                            f"(round robin {rr['steps']})", ours["steps"] - rr["steps"], None, "steps_diff"))
-            checks.append((s["name"], split, D, "prefill", "modelled H800 seconds, balanced / round robin",
+            checks.append((s["name"], split, D, "prefill", "modelled H800 seconds, min-max / round robin",
                            ours["seconds"] / rr["seconds"], None, "seconds_ratio"))
-            checks.append((s["name"], split, D, "prefill", "TTFT p99 in modelled H800 seconds, balanced / round robin",
+            checks.append((s["name"], split, D, "prefill", "TTFT p99 in modelled H800 seconds, min-max / round robin",
                            ours["ttft_s"] / rr["ttft_s"], None, "ttft_s_ratio"))
             for load in DECODE_LOADS:
                 rows = {}
-                for pol in DECODE_POLICIES:
-                    res = simulate(reqs, D, "decode", pol, load=load, cost_model=decode_rank_time)
-                    rows[pol] = res.summary()
-                    rows[pol].update(_decode_extras(res))
+                for router in DECODE_ROUTERS:
+                    res = simulate(reqs, D, "decode", router, load=load, cost_model=decode_rank_time)
+                    rows[router] = res.summary()
+                    rows[router].update(_decode_extras(res))
                 lines.append(f"\n**decode, {D} ranks, load {load}** (KV capacity {DEFAULTS['kv_capacity']} tokens, "
                              f"max batch {DEFAULTS['max_batch']}; measured over the arrival window after a warm-up of "
-                             f"one mean output length: {rows['round_robin']['kv_max_over_mean']['steps']} steps)\n")
-                lines.append("| policy | KV max/mean: mean / p99 | requests max/mean: mean / p99 | floor KV / requests | "
+                             f"one mean output length: {rows['round-robin']['kv_max_over_mean']['steps']} steps)\n")
+                lines.append("| router | KV max/mean: mean / p99 | requests max/mean: mean / p99 | floor KV / requests | "
                              "mean KV use (all / measured) | mean batch (measured) | "
                              "TTFT steps p50 / p99 | queued | preempted | refused | H800 model s |")
                 lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-                for pol, r in rows.items():
-                    lines.append(f"| {pol} | {_fmt(r['kv_max_over_mean'])} | {_fmt(r['requests_max_over_mean'])} | "
+                for router, r in rows.items():
+                    lines.append(f"| {router} | {_fmt(r['kv_max_over_mean'])} | {_fmt(r['requests_max_over_mean'])} | "
                                  f"{r['floor_kv']:.3f} / {r['floor_req']:.3f} | "
                                  f"{r['kv_usage_mean']:.2f} / {r['kv_use_measured']:.2f} | {r['batch_measured']:.0f} | "
                                  f"{r['ttft_steps']['p50']:.0f} / "
                                  f"{r['ttft_steps']['p99']:.0f} | {r['queued']} | {r['preempted']} | {r['refused']} | "
                                  f"{r['seconds']:.1f} |")
-                ours = rows["balanced"]
+                ours = rows["min-max"]
                 for axis in ("kv", "requests"):
                     v = ours[f"{axis}_max_over_mean"]["mean"]
                     best = min(rows[b][f"{axis}_max_over_mean"]["mean"] for b in BASELINES)
@@ -177,7 +176,7 @@ def run_traces(sources, ranks_list, quick):
                                    v, v <= 1.05, f"{axis}_balance"))
                     checks.append((s["name"], split, D, f"decode {load}", f"{axis} best baseline max/mean", best,
                                    None, f"{axis}_best_baseline"))
-                checks.append((s["name"], split, D, f"decode {load}", "TTFT p99 balanced (steps; baselines "
+                checks.append((s["name"], split, D, f"decode {load}", "TTFT p99 min-max (steps; baselines "
                                f"{min(rows[b]['ttft_steps']['p99'] for b in BASELINES):.0f}-"
                                f"{max(rows[b]['ttft_steps']['p99'] for b in BASELINES):.0f})",
                                ours["ttft_steps"]["p99"], None, "decode_ttft_p99"))
@@ -187,23 +186,23 @@ def run_traces(sources, ranks_list, quick):
 
 
 def attention_budget_section(quick):
-    """The rank scheduler's attention budget, applied to every policy alike (Mooncake trace)."""
+    """The rank scheduler's attention budget, applied to every router alike (Mooncake trace)."""
     reqs = load_bundled_requests()
     reqs = reqs.head(1500) if quick else reqs.tile(3)
     B = DEFAULTS["token_budget"]
-    lines = ["", "## Prefill with an attention budget per rank and step (Mooncake, every policy alike)", "",
+    lines = ["", "## Prefill with an attention budget per rank and step (Mooncake, every router alike)", "",
              "A rank-scheduler setting, not a router: chunks are cut so that a rank's step computes at most "
              "`k * B^2 / 2` query-key pairs (B = token budget; k = 4 allows a full chunk up to ~1.5 B deep). "
              "Seconds from the analytic H800 model (`eplb.cost.prefill_rank_time`), the step time being the "
              "slowest rank's.", "",
-             "| ranks | attention budget | policy | tokens max/mean (mean) | attention max/mean: mean / p99 | "
+             "| ranks | attention budget | router | tokens max/mean (mean) | attention max/mean: mean / p99 | "
              "TTFT p99 steps | steps | H800 model s |", "|---|---|---|---|---|---|---|---|"]
     for D in (8, 32):
         for k in (None, 4.0):
-            for pol in ("round_robin", "least_tokens", "balanced"):
-                r = simulate(reqs, D, "prefill", pol, cost_model=prefill_rank_time,
+            for router in ("round-robin", "least-tokens", "min-max"):
+                r = simulate(reqs, D, "prefill", router, cost_model=prefill_rank_time,
                              attention_budget=None if k is None else k * B * B / 2).summary()
-                lines.append(f"| {D} | {'none' if k is None else f'{k:g} B^2/2'} | {pol} | "
+                lines.append(f"| {D} | {'none' if k is None else f'{k:g} B^2/2'} | {router} | "
                              f"{r['tokens_max_over_mean']['mean']:.3f} | {_fmt(r['attention_max_over_mean'])} | "
                              f"{r['ttft_steps']['p99']:.0f} | {r['steps']} | {r['seconds']:.1f} |")
     return lines
@@ -218,7 +217,7 @@ def batch_exact(quick):
     reqs = load_bundled_requests()
     n = len(reqs) // 64
     n = min(n, 6 if quick else 30)
-    vals = {"round_robin": [], "greedy": [], "exact": [], "bound": []}
+    vals = {"round-robin": [], "greedy": [], "exact": [], "bound": []}
     proven = 0
     t_exact = []
     for b in range(n):
@@ -228,7 +227,7 @@ def batch_exact(quick):
         scale = default_scale(sizes, 8)
         rr = np.zeros((8, 2))
         np.add.at(rr, np.arange(64) % 8, sizes)
-        vals["round_robin"].append(linf_value(rr, scale))
+        vals["round-robin"].append(linf_value(rr, scale))
         vals["greedy"].append(greedy_assign(sizes, 8, scale=scale).value)
         t0 = time.perf_counter()
         e = exact_assign(sizes, 8, scale=scale, time_limit=2.0)
@@ -255,43 +254,43 @@ def timing(quick):
         st = RankState.empty("decode", D, kv_capacity=524288.0, max_batch=256.0, mean_output=200.0)
         st.tokens[:] = rng.uniform(1e5, 4e5, D)
         st.running[:] = rng.integers(10, 100, D)
-        for name in ("balanced", "vllm", "least_tokens"):
-            pol = make_policy(name)
-            pol.reset(D)
+        for name in ("min-max", "vllm", "least-tokens"):
+            router = make_router(name)
+            router.reset(D)
             b = Batch(np.array([3000]), np.array([0]), np.array([3000]))
             t0 = time.perf_counter()
             for _ in range(reps):
-                pol.assign(st, b)
+                router.assign(st, b)
             out.append((f"decode online decision, {name}", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
-        pol = make_policy("balanced")
+        router = make_router("min-max")
         ok = np.ones(D, dtype=bool)
         t0 = time.perf_counter()
         kv_now, run_now = st.tokens.copy(), st.running.copy()
         for _ in range(reps):
-            allowed = pol.gate(kv_now, run_now, 60000.0, 0, 0)   # a long prompt: the gate decides
-            pol.bind(st, 60000.0, ok if allowed is None else ok & allowed)
-        out.append(("decode late-binding decision (gate + rank), balanced", D, 1,
+            allowed = router.gate(kv_now, run_now, 60000.0, 0, 0)   # a long prompt: the gate decides
+            router.bind(st, 60000.0, ok if allowed is None else ok & allowed)
+        out.append(("decode late-binding decision (gate + rank), min-max", D, 1,
                     (time.perf_counter() - t0) / reps * 1e6, "us"))
         att_plan = rng.uniform(0, 1e9, D)
         t0 = time.perf_counter()
         for _ in range(reps):
-            pol.attention_target(att_plan)
-        out.append(("prefill attention target per step, balanced", D, D, (time.perf_counter() - t0) / reps * 1e6,
+            router.attention_target(att_plan)
+        out.append(("prefill attention target per step, min-max", D, D, (time.perf_counter() - t0) / reps * 1e6,
                     "us"))
         left = np.full(D, 4096.0)
         att = rng.uniform(0, 1e8, D)
         tok = 16384 - left
         t0 = time.perf_counter()
         for _ in range(reps):
-            pol.fill(left, att, tok, np.array([30000]), np.array([512]))
-        out.append(("prefill late-binding decision, balanced", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
+            router.fill(left, att, tok, np.array([30000]), np.array([512]))
+        out.append(("prefill late-binding decision, min-max", D, 1, (time.perf_counter() - t0) / reps * 1e6, "us"))
     # the router's whole prefill work per request inside a simulated run (late binding and the
     # attention target), on the bundled Mooncake trace
     reqs = load_bundled_requests(limit=1500 if quick else None)
     for D in (8, 32):
-        pol = make_policy("balanced")
+        router = make_router("min-max")
         spent = [0.0]
-        fill0, target0 = pol.fill, pol.attention_target
+        fill0, target0 = router.fill, router.attention_target
 
         def timed(f):
             def g(*a):
@@ -301,9 +300,9 @@ def timing(quick):
                 return r
             return g
 
-        pol.fill, pol.attention_target = timed(fill0), timed(target0)
-        simulate(reqs, D, "prefill", pol)
-        out.append(("prefill router work per request in a run (binding + attention target), balanced", D, len(reqs),
+        router.fill, router.attention_target = timed(fill0), timed(target0)
+        simulate(reqs, D, "prefill", router)
+        out.append(("prefill router work per request in a run (binding + attention target), min-max", D, len(reqs),
                     spent[0] / len(reqs) * 1e6, "us"))
     # batch of 1024 requests over 32 ranks
     n = 1024
@@ -311,21 +310,21 @@ def timing(quick):
     cached = rng.integers(0, 20000, n)
     st = RankState.empty("prefill", 32)
     b = Batch(new, cached, new + cached)
-    for name in ("balanced_online", "least_tokens", "vllm"):
-        pol = make_policy(name)
-        pol.reset(32)
+    for name in ("min-max-arrival", "least-tokens", "vllm"):
+        router = make_router(name)
+        router.reset(32)
         t0 = time.perf_counter()
-        pol.assign(st, b)
+        router.assign(st, b)
         out.append((f"prefill batch, {name}", 32, n, (time.perf_counter() - t0) * 1e3, "ms"))
     sizes = np.stack([b.pairs, new.astype(float)], axis=1)
     t0 = time.perf_counter()
     greedy_assign(sizes, 32)
     out.append(("solvers.greedy_assign (2-D, L-inf)", 32, n, (time.perf_counter() - t0) * 1e3, "ms"))
     st = RankState.empty("decode", 32, kv_capacity=524288.0, max_batch=256.0)
-    pol = make_policy("balanced")
+    router = make_router("min-max")
     t0 = time.perf_counter()
-    pol.assign(st, b)
-    out.append(("decode batch, balanced", 32, n, (time.perf_counter() - t0) * 1e3, "ms"))
+    router.assign(st, b)
+    out.append(("decode batch, min-max", 32, n, (time.perf_counter() - t0) * 1e3, "ms"))
     return out
 
 
@@ -334,15 +333,15 @@ SUMMARY = (  # (key, what, format of one value)
     ("tokens_p99_cut", "prefill tokens max/mean, p99: excess cut vs round robin", "pct"),
     ("attention_mean_cut", "prefill attention max/mean, mean: excess cut vs round robin", "pct"),
     ("attention_p99_cut", "prefill attention max/mean, p99: excess cut vs round robin", "pct"),
-    ("ttft_p50_diff", "prefill TTFT p50, balanced minus round robin (steps)", "int"),
-    ("ttft_p99_diff", "prefill TTFT p99, balanced minus round robin (steps)", "int"),
-    ("steps_diff", "prefill steps to finish, balanced minus round robin", "int"),
-    ("seconds_ratio", "prefill modelled H800 seconds, balanced / round robin", "ratio"),
-    ("ttft_s_ratio", "prefill TTFT p99 in modelled H800 seconds, balanced / round robin", "ratio"),
-    ("kv_balance", "decode KV max/mean, balanced (loads 0.9 and 0.7)", "x3"),
-    ("requests_balance", "decode requests max/mean, balanced", "x3"),
+    ("ttft_p50_diff", "prefill TTFT p50, min-max minus round robin (steps)", "int"),
+    ("ttft_p99_diff", "prefill TTFT p99, min-max minus round robin (steps)", "int"),
+    ("steps_diff", "prefill steps to finish, min-max minus round robin", "int"),
+    ("seconds_ratio", "prefill modelled H800 seconds, min-max / round robin", "ratio"),
+    ("ttft_s_ratio", "prefill TTFT p99 in modelled H800 seconds, min-max / round robin", "ratio"),
+    ("kv_balance", "decode KV max/mean, min-max (loads 0.9 and 0.7)", "x3"),
+    ("requests_balance", "decode requests max/mean, min-max", "x3"),
     ("kv_best_baseline", "decode KV max/mean, best baseline", "x3"),
-    ("decode_ttft_p99", "decode TTFT p99, balanced (steps)", "int"),
+    ("decode_ttft_p99", "decode TTFT p99, min-max (steps)", "int"),
     ("decode_ttft_p99_baselines", "decode TTFT p99, worst baseline (steps)", "int"),
 )
 
@@ -366,7 +365,7 @@ def summary_section(checks, ranks_list):
     cols = [(sp, D) for sp in splits for D in tuple(ranks_list) + (None,)]   # None: every rank count
     lines = ["## By split", "",
              "Ranges over the traces of each split (and, for decode, over loads 0.9 and 0.7). "
-             + "; ".join(f"{sp}: {', '.join(names[sp])}" for sp in splits) + ". The constants of `balanced` "
+             + "; ".join(f"{sp}: {', '.join(names[sp])}" for sp in splits) + ". The constants of `min-max` "
              "(attention target 1.6, first chunk 5120 tokens, the balance gate's slacks and waits) and the "
              "default KV capacity (524288 tokens) were set while looking at the tuning traces only.", "",
              "| claim | " + " | ".join(f"{sp}, {D} ranks" if D else f"{sp}, all" for sp, D in cols) + " |",
@@ -404,16 +403,16 @@ def main():
     lines += batch_exact(args.quick)
     doc = ["# DP request balancing: baselines and ours, side by side", "",
            "Produced by `PYTHONPATH=. python benchmarks/bench_dp.py --traces <shared data>/requests` "
-           f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - t0:.0f} s). Every policy sees the same "
+           f"({'quick' if args.quick else 'full'} run, {time.perf_counter() - t0:.0f} s). Every router sees the same "
            "requests, arrival steps and limits in one run; same seed, same numbers. Every trace is either a "
-           "*tuning* trace (the constants of `balanced` were set while looking at it) or *held-out* (no constant "
+           "*tuning* trace (the constants of `min-max` were set while looking at it) or *held-out* (no constant "
            "was set on it); each row names its split. Metric definitions: "
            "docs/dp.md and `eplb/dp/simulator.py`. Prefill headline numbers count *loaded steps* (steps that "
            "start with at least D x budget prompt tokens a perfect router could spread: tokens of requests not "
            "started anywhere plus, per rank, at most one budget of the requests it has started, since a request "
            "stays on its rank); the column *old loaded steps* counts every outstanding token instead (the "
            "earlier definition), *all busy steps* every step in which some rank works. The prefill row "
-           f"*{NO_TARGET}* is `balanced` with `attention_balance` 0 (late binding, plain token-budget chunks). "
+           f"*{NO_TARGET}* is `min-max` with `attention_balance` 0 (late binding, plain token-budget chunks). "
            "Decode numbers count the "
            "steps of the arrival window (first to last arrival) after a warm-up of one mean output length; the "
            "floor is the time-averaged max(1, largest running request's KV / mean KV) (KV) and ceil(n/D)/(n/D) "

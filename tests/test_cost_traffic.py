@@ -53,7 +53,7 @@ def test_uneven_prompts_cost_more_and_the_router_matters():
     lengths = np.minimum(rng.lognormal(7.5, 1.2, n).astype(int) + 16, 60000)
     req = from_lengths(lengths, np.ones(n, int), arrival=np.sort(rng.uniform(0, 60, n)))
     bal = prefill_on_trace(req, PRE)
-    rr = prefill_on_trace(req, PRE, policy="round_robin")
+    rr = prefill_on_trace(req, PRE, router="round-robin")
     assert bal["attention_spread"] > 1.5
     assert 1.0 <= bal["dp_time_ratio"] < rr["dp_time_ratio"]
     assert bal["tokens_per_s_per_node"] > rr["tokens_per_s_per_node"]

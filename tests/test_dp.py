@@ -7,14 +7,14 @@ from hypothesis import strategies as st
 
 from eplb.cli import main
 from eplb.dp import (
-    COMPARE_POLICIES,
+    COMPARE_ROUTERS,
     Batch,
     RankState,
     attention_pairs,
     compare,
-    make_policy,
+    ROUTERS,
+    make_router,
     max_over_mean,
-    policies,
     simulate,
 )
 from eplb.errors import EplbError
@@ -39,20 +39,21 @@ def test_max_over_mean_skips_idle_steps():
     assert max_over_mean(np.zeros((3, 2)))["steps"] == 0
 
 
-@pytest.mark.parametrize("policy", policies())
-def test_prefill_conserves_work(trace, policy):
-    res = simulate(trace, 4, "prefill", policy, token_budget=8192, policy_options={"time_limit": 0.02})
+@pytest.mark.parametrize("router", ROUTERS.names())
+def test_prefill_conserves_work(trace, router):
+    opts = {"time_limit": 0.02} if router == "min-max-cpsat" else None
+    res = simulate(trace, 4, "prefill", router, token_budget=8192, router_options=opts)
     assert (res.assignment >= 0).all() and (res.assignment < 4).all()
     assert res.tokens.sum() == trace.new_tokens.sum()
     assert res.attention.sum() == pytest.approx(attention_pairs(trace.new_tokens, trace.cached).sum(), rel=1e-9)
     assert (res.tokens <= 8192).all()
     assert (res.first_token_step >= res.arrival_step).all()
-    assert res.summary()["policy"] == policy
+    assert res.summary()["router"] == router
 
 
-@pytest.mark.parametrize("policy", policies())
-def test_decode_respects_limits(trace, policy):
-    res = simulate(trace, 4, "decode", policy, kv_capacity=200_000, max_batch=24)
+@pytest.mark.parametrize("router", ROUTERS.names())
+def test_decode_respects_limits(trace, router):
+    res = simulate(trace, 4, "decode", router, kv_capacity=200_000, max_batch=24)
     assert (res.kv <= 200_000).all() and (res.requests <= 24).all()
     served = res.first_token_step >= 0
     assert res.refused + served.sum() == len(trace)
@@ -64,38 +65,38 @@ def test_decode_respects_limits(trace, policy):
 
 def test_decode_refuses_a_prompt_larger_than_the_cache():
     reqs = from_lengths([100, 5000, 100], [3, 3, 3], arrival=[0.0, 0.0, 1.0])
-    res = simulate(reqs, 2, "decode", "round_robin", kv_capacity=1000, rate=1.0)
+    res = simulate(reqs, 2, "decode", "round-robin", kv_capacity=1000, rate=1.0)
     assert res.refused == 1 and (res.first_token_step >= 0).sum() == 2
 
 
 def test_same_seed_same_result(trace):
     no_ts = from_lengths(trace.input_len, trace.output_len, cached=trace.cached)
-    a = simulate(no_ts, 8, "prefill", "balanced", seed=3).summary()
-    b = simulate(no_ts, 8, "prefill", "balanced", seed=3).summary()
-    c = simulate(no_ts, 8, "prefill", "balanced", seed=4).summary()
+    a = simulate(no_ts, 8, "prefill", "min-max", seed=3).summary()
+    b = simulate(no_ts, 8, "prefill", "min-max", seed=3).summary()
+    c = simulate(no_ts, 8, "prefill", "min-max", seed=4).summary()
     assert a == b and a != c
 
 
-def test_balanced_prefill_beats_round_robin_on_tokens(trace):
+def test_min_max_prefill_beats_round_robin_on_tokens(trace):
     # plain token-budget chunking (attention target off): tokens balanced, TTFT no worse
-    rows = {r["policy"]: r for r in compare(trace, 8, "prefill", policies=("round_robin", "balanced"),
-                                            policy_options={"attention_balance": 0})["policies"]}
-    rr, ours = rows["round_robin"], rows["balanced"]
+    rows = {r["router"]: r for r in compare(trace, 8, "prefill", routers=("round-robin", "min-max"),
+                                            router_options={"min-max": {"attention_balance": 0}})["routers"]}
+    rr, ours = rows["round-robin"], rows["min-max"]
     assert ours["tokens_max_over_mean"]["mean"] - 1 <= 0.5 * (rr["tokens_max_over_mean"]["mean"] - 1)
     assert ours["ttft_steps"]["p99"] <= rr["ttft_steps"]["p99"]
 
 
 def test_attention_target_halves_the_attention_excess(trace):
-    rr = simulate(trace, 8, "prefill", "round_robin").summary()
-    off = simulate(trace, 8, "prefill", "balanced", policy_options={"attention_balance": 0}).summary()
-    on = simulate(trace, 8, "prefill", "balanced").summary()
+    rr = simulate(trace, 8, "prefill", "round-robin").summary()
+    off = simulate(trace, 8, "prefill", "min-max", router_options={"attention_balance": 0}).summary()
+    on = simulate(trace, 8, "prefill", "min-max").summary()
     ex = {k: r["attention_max_over_mean"]["mean"] - 1 for k, r in (("rr", rr), ("off", off), ("on", on))}
     assert ex["on"] <= 0.5 * ex["rr"] and ex["on"] < ex["off"]
     assert on["tokens_max_over_mean"]["mean"] < rr["tokens_max_over_mean"]["mean"]
 
 
 def test_attention_target_water_filling():
-    from eplb.dp.policies import attention_target
+    from eplb.dp import attention_target
 
     assert attention_target(np.array([1.0, 1.0, 1.0]), 1.5) == np.inf
     assert attention_target(np.array([10.0, 1.0, 1.0, 1.0]), 2.0) == pytest.approx(3.0)
@@ -108,7 +109,7 @@ def test_attention_target_water_filling():
 # attention is a count of query-key pairs: zero (idle) or at least a fraction of one, never subnormal
 @given(st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 1e9)), min_size=1, max_size=40), st.floats(1.0, 4.0))
 def test_attention_target_caps_max_over_mean(att, alpha):
-    from eplb.dp.policies import attention_target
+    from eplb.dp import attention_target
 
     a = np.array(att)
     T = attention_target(a, alpha)
@@ -132,13 +133,13 @@ def test_prefill_attention_target_invariants(seed, ranks, budget, alpha):
     cached = (rng.random(n) < 0.5) * rng.integers(0, inp)
     reqs = from_lengths(inp, np.ones(n), cached=cached)
     opts = {"attention_balance": alpha, "min_chunk": int(rng.integers(1, budget))}
-    res = simulate(reqs, ranks, "prefill", "balanced", token_budget=budget, seed=seed, policy_options=opts)
+    res = simulate(reqs, ranks, "prefill", "min-max", token_budget=budget, seed=seed, router_options=opts)
     assert (res.assignment >= 0).all() and (res.assignment < ranks).all()          # every request bound once
     assert (res.first_token_step >= res.arrival_step).all()
     assert (res.tokens <= budget).all()                                            # budget never exceeded
     assert res.tokens.sum() == reqs.new_tokens.sum()
     assert res.attention.sum() == pytest.approx(attention_pairs(reqs.new_tokens, reqs.cached).sum(), rel=1e-9)
-    again = simulate(reqs, ranks, "prefill", "balanced", token_budget=budget, seed=seed, policy_options=opts)
+    again = simulate(reqs, ranks, "prefill", "min-max", token_budget=budget, seed=seed, router_options=opts)
     assert again.summary() == res.summary() and (again.assignment == res.assignment).all()
 
 
@@ -150,13 +151,13 @@ def test_decode_late_binding_invariants(seed, ranks, late, gate):
     reqs = from_lengths(rng.integers(1, 5000, n), rng.integers(1, 200, n), arrival=np.sort(rng.random(n) * 20))
     gates = ({"steps": 5, "big": 1.0, "requests_eps": None, "reserve": 6}, {"steps": 5, "reserve": seed % 3})
     opts = {"decode_late_binding": late, "balance_gate": gates[seed % 2] if gate else False}
-    res = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
+    res = simulate(reqs, ranks, "decode", "min-max", kv_capacity=8000, max_batch=8, router_options=opts)
     assert (res.kv <= 8000).all() and (res.requests <= 8).all()                    # limits never exceeded
     served = res.first_token_step >= 0
     assert res.refused + served.sum() == n                                          # each served or refused once
     assert ((res.assignment >= 0) == served).all() or res.refused > 0
     assert (res.info["largest_kv"] <= res.kv.max(axis=1)).all()                     # the floor's input is sound
-    again = simulate(reqs, ranks, "decode", "balanced", kv_capacity=8000, max_batch=8, policy_options=opts)
+    again = simulate(reqs, ranks, "decode", "min-max", kv_capacity=8000, max_batch=8, router_options=opts)
     assert again.summary() == res.summary()
 
 
@@ -165,16 +166,16 @@ def test_decode_late_binding_fixes_head_of_line_blocking():
     # bound late, the short ones go to whichever rank can take them now
     reqs = load_bundled_requests(limit=600)
     kw = dict(load=0.95, kv_capacity=300_000, max_batch=64)
-    late = simulate(reqs, 4, "decode", "balanced", **kw).summary()
-    early = simulate(reqs, 4, "decode", "balanced", policy_options={"decode_late_binding": False}, **kw).summary()
+    late = simulate(reqs, 4, "decode", "min-max", **kw).summary()
+    early = simulate(reqs, 4, "decode", "min-max", router_options={"decode_late_binding": False}, **kw).summary()
     assert late["ttft_steps"]["p99"] <= early["ttft_steps"]["p99"]
     assert late["requests_max_over_mean"]["mean"] <= early["requests_max_over_mean"]["mean"]
 
 
-def test_balanced_decode_beats_round_robin_on_kv(trace):
-    rows = {r["policy"]: r for r in compare(trace, 8, "decode", policies=("round_robin", "balanced"),
-                                            load=0.7)["policies"]}
-    assert rows["balanced"]["kv_max_over_mean"]["mean"] < rows["round_robin"]["kv_max_over_mean"]["mean"]
+def test_min_max_decode_beats_round_robin_on_kv(trace):
+    rows = {r["router"]: r for r in compare(trace, 8, "decode", routers=("round-robin", "min-max"),
+                                            load=0.7)["routers"]}
+    assert rows["min-max"]["kv_max_over_mean"]["mean"] < rows["round-robin"]["kv_max_over_mean"]["mean"]
 
 
 def test_vllm_score_penalizes_waiting_on_a_full_cache():
@@ -184,13 +185,13 @@ def test_vllm_score_penalizes_waiting_on_a_full_cache():
     st.kv_usage[:] = [0.5, 0.9, 0.9]
     batch = Batch(np.array([10]), np.array([0]), np.array([10]))
     # scores: 2 + 0 = 2; 3 + 0 = 3; 3 + 6*1*0.4 = 5.4
-    assert make_policy("vllm").assign(st, batch).tolist() == [0]
+    assert make_router("vllm").assign(st, batch).tolist() == [0]
     # legacy 4*w + r: 8, 3, 6
-    assert make_policy("vllm_legacy").assign(st, batch).tolist() == [1]
+    assert make_router("vllm-legacy").assign(st, batch).tolist() == [1]
 
 
 def test_round_robin_cycles():
-    pol = make_policy("round_robin")
+    pol = make_router("round-robin")
     pol.reset(3)
     st = RankState.empty("prefill", 3)
     b = Batch(np.ones(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.ones(4, dtype=np.int64))
@@ -199,28 +200,28 @@ def test_round_robin_cycles():
 
 
 def test_cost_model_hook(trace):
-    res = simulate(trace, 4, "prefill", "balanced", cost_model=lambda a, t: 1e-12 * a + 1e-6 * t)
+    res = simulate(trace, 4, "prefill", "min-max", cost_model=lambda a, t: 1e-12 * a + 1e-6 * t)
     expect = (1e-12 * res.attention + 1e-6 * res.tokens).max(axis=1)
     assert np.allclose(res.step_seconds, expect)
     assert res.summary()["seconds"] == pytest.approx(expect.sum())
     with pytest.raises(EplbError, match="cost model"):
-        simulate(trace, 4, "prefill", "balanced", cost_model=lambda a, t: a.sum())
+        simulate(trace, 4, "prefill", "min-max", cost_model=lambda a, t: a.sum())
 
 
 def test_cost_model_from_eplb_cost(trace):
     from eplb.cost import decode_rank_time, prefill_rank_time
 
-    pre = simulate(trace.head(200), 4, "prefill", "balanced", cost_model=prefill_rank_time)
+    pre = simulate(trace.head(200), 4, "prefill", "min-max", cost_model=prefill_rank_time)
     expect = np.array([prefill_rank_time(a, t).max() for a, t in zip(pre.attention, pre.tokens)])
     assert np.allclose(pre.step_seconds, expect) and (expect > 0).all()
-    dec = simulate(trace.head(200), 4, "decode", "balanced", cost_model=decode_rank_time)
+    dec = simulate(trace.head(200), 4, "decode", "min-max", cost_model=decode_rank_time)
     assert dec.summary()["tokens_per_second"] > 0
 
 
 def test_bad_options(trace):
     with pytest.raises(EplbError, match="phase"):
         simulate(trace, 4, "both")
-    with pytest.raises(EplbError, match="unknown DP policy"):
+    with pytest.raises(EplbError, match="unknown router"):
         simulate(trace, 4, "prefill", "magic")
     with pytest.raises(EplbError, match="no timestamps"):
         simulate(from_lengths([10], [1]), 2, arrival="trace")
@@ -229,16 +230,16 @@ def test_bad_options(trace):
 def test_cli_compare_json(capsys):
     assert main(["dp", "--limit", "300", "--compare", "--ranks", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["default"] == "balanced"
-    assert [r["policy"] for r in out["policies"]] == list(COMPARE_POLICIES)
-    row = out["policies"][0]
+    assert out["default"] == "min-max"
+    assert [r["router"] for r in out["routers"]] == list(COMPARE_ROUTERS)
+    row = out["routers"][0]
     assert set(row["tokens_max_over_mean"]) >= {"mean", "p99"} and set(row["ttft_steps"]) == {"p50", "p99"}
 
 
 def test_cli_decode_and_errors(capsys, tmp_path):
     target = tmp_path / "o.json"
-    assert main(["dp", "--limit", "200", "--phase", "decode", "--policy", "vllm", "-o", str(target)]) == 0
-    assert json.loads(target.read_text())["policies"][0]["policy"] == "vllm"
+    assert main(["dp", "--limit", "200", "--phase", "decode", "--router", "vllm", "-o", str(target)]) == 0
+    assert json.loads(target.read_text())["routers"][0]["router"] == "vllm"
     capsys.readouterr()
     assert main(["dp", "--requests", str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err
@@ -252,7 +253,7 @@ def test_cli_decode_and_errors(capsys, tmp_path):
 
 def test_decode_online_rule_matches_the_sum_of_squares_definition():
     rng = np.random.default_rng(7)
-    pol = make_policy("balanced")
+    pol = make_router("min-max")
     D = 6
     for _ in range(200):
         st = RankState.empty("decode", D, kv_capacity=4e5, max_batch=64.0, mean_output=300.0)
@@ -277,8 +278,8 @@ def test_decode_online_rule_matches_the_sum_of_squares_definition():
 
 def test_attention_budget_caps_every_rank_step(trace):
     budget = 4 * 8192 * 8192 / 2
-    for policy in ("round_robin", "balanced"):
-        res = simulate(trace, 4, "prefill", policy, token_budget=8192, attention_budget=budget)
+    for router in ("round-robin", "min-max"):
+        res = simulate(trace, 4, "prefill", router, token_budget=8192, attention_budget=budget)
         over = res.attention > budget
         # only a rank forced to make progress (one token, nothing else) may exceed it
         assert (res.tokens[over] == 1).all()
@@ -289,9 +290,9 @@ def test_attention_budget_caps_every_rank_step(trace):
 
 
 def test_balance_gate_rules():
-    from eplb.dp.policies import BalanceGate
+    from eplb.dp import BalanceGate
 
-    pol = make_policy("balanced")
+    pol = make_router("min-max")
     assert pol.balance_gate == BalanceGate()
     kv = np.array([100.0, 90.0, 80.0, 10.0])
     nrun = np.array([10, 10, 10, 10])
@@ -308,14 +309,14 @@ def test_balance_gate_rules():
     assert pol.gate(kv, np.array([12, 10, 10, 10]), 20.0, 0, 9).tolist() == [False, True, True, True]
     assert pol.gate(kv, np.array([51, 50, 50, 50]), 1.0, 0, 9).tolist() == [True, True, True, True]
     # only long prompts held, no request rule
-    old = make_policy("balanced", balance_gate={"big": 2.0, "requests_eps": None})
+    old = make_router("min-max", balance_gate={"big": 2.0, "requests_eps": None})
     assert old.gate(kv, nrun, 10.0, 0, 0) is None
     assert old.gate(kv, nrun, 60.0, 0, 0).tolist() == [False, False, False, True]
-    assert make_policy("balanced", balance_gate=False).gate(kv, nrun, 95.0, 0, 0) is None
-    assert make_policy("balanced", balance_gate=False).gate_reserve == 0
+    assert make_router("min-max", balance_gate=False).gate(kv, nrun, 95.0, 0, 0) is None
+    assert make_router("min-max", balance_gate=False).gate_reserve == 0
     for bad in ({"steps": -1}, {"wait": 3}, {"reserve": -1}, {"requests_eps": -0.1}, {"giant": -1}):
         with pytest.raises(EplbError, match="balance_gate"):
-            make_policy("balanced", balance_gate=bad)
+            make_router("min-max", balance_gate=bad)
 
 
 def test_balance_gate_keeps_mooncake_decode_within_five_percent():
@@ -324,11 +325,11 @@ def test_balance_gate_keeps_mooncake_decode_within_five_percent():
     # request counts within 5% of the mean on average; holding only long prompts does not
     reqs = load_bundled_requests()
     kw = dict(load=0.7)
-    ours = simulate(reqs, 8, "decode", "balanced", **kw).summary()
-    plain = simulate(reqs, 8, "decode", "balanced", policy_options={"balance_gate": False}, **kw).summary()
+    ours = simulate(reqs, 8, "decode", "min-max", **kw).summary()
+    plain = simulate(reqs, 8, "decode", "min-max", router_options={"balance_gate": False}, **kw).summary()
     assert ours["queued"] >= plain["queued"]                    # the gate trades waiting for balance
     assert ours["kv_max_over_mean"]["mean"] < plain["kv_max_over_mean"]["mean"]
-    long_only = simulate(reqs, 8, "decode", "balanced", policy_options={
+    long_only = simulate(reqs, 8, "decode", "min-max", router_options={
         "balance_gate": {"big": 2.0, "eps": 0.0, "requests_eps": None, "reserve": 8, "giant": np.inf}}, **kw).summary()
     assert ours["kv_max_over_mean"]["mean"] <= 1.05 < long_only["kv_max_over_mean"]["mean"]
     assert ours["requests_max_over_mean"]["mean"] <= min(1.05, long_only["requests_max_over_mean"]["mean"])
@@ -337,14 +338,14 @@ def test_balance_gate_keeps_mooncake_decode_within_five_percent():
 def test_attention_balance_must_be_a_ratio():
     reqs = load_bundled_requests(limit=50)
     with pytest.raises(EplbError, match="attention_balance"):
-        simulate(reqs, 4, "prefill", "balanced", policy_options={"attention_balance": 0.5})
+        simulate(reqs, 4, "prefill", "min-max", router_options={"attention_balance": 0.5})
 
 
-def test_cli_balanced_options(capsys):
+def test_cli_min_max_options(capsys):
     assert main(["dp", "--limit", "200", "--ranks", "4", "--attention-balance", "0", "--bind-at-arrival",
                  "--no-balance-gate"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["settings"]["balanced"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False,
+    assert out["settings"]["min-max"] == {"attention_balance": 0.0, "min_chunk": 5120, "decode_late_binding": False,
                                            "balance_gate": False}
     assert main(["dp", "--limit", "200", "--min-chunk", "0"]) == 2
 
@@ -352,10 +353,33 @@ def test_cli_balanced_options(capsys):
 def test_decode_measured_steps_skip_the_warm_up():
     # docs/dp.md: decode balance counts the arrival window less a warm-up of one mean output length
     reqs = load_bundled_requests(limit=400)
-    res = simulate(reqs, 4, "decode", "balanced", load=0.7)
+    res = simulate(reqs, 4, "decode", "min-max", load=0.7)
     warm = res.info["warmup_steps"]
     assert warm == int(np.ceil(reqs.output_len.mean())) > 0
     first = res.arrival_step.min()
     assert np.array_equal(res.measured, res.window & (res.step >= first + warm))
     assert res.window[res.step < first + warm].any() and not res.measured[res.step < first + warm].any()
     assert res.balance("kv")["steps"] == int(res.measured.sum())
+
+
+def test_router_options_are_checked(trace):
+    from eplb.errors import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match="min_chunk"):  # the message lists the options it takes
+        make_router("min-max", min_chnuk=100)
+    with pytest.raises(UnknownOptionError, match="options: none"):
+        simulate(trace.head(50), 2, "prefill", "vllm", router_options={"time_limit": 1.0})
+    with pytest.raises(EplbError, match="not compared"):
+        compare(trace.head(50), 2, "prefill", routers=("vllm",), router_options={"min-max": {}})
+    assert make_router("min-max-cpsat", time_limit=0.5).time_limit == 0.5
+
+
+def test_cli_set_router_options(capsys):
+    assert main(["dp", "--limit", "50", "--router", "min-max", "--set", "min_chnuk=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "min_chnuk" in err and "attention_balance, balance_gate, decode_late_binding, min_chunk" in err
+    assert main(["dp", "--limit", "50", "--router", "min-max-cpsat", "--set", "time_limit=1"]) == 2
+    assert "--time-limit" in capsys.readouterr().err
+    assert main(["dp", "--limit", "50", "--router", "round-robin", "--set", "x=1"]) == 2
+    assert "options: none" in capsys.readouterr().err

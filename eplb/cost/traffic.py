@@ -50,7 +50,7 @@ def kv_per_output_token(requests) -> float:
     return float((o * (requests.input_len + o / 2)).sum() / o.sum())
 
 
-def prefill_on_trace(requests, dep: Deployment, *, policy: str = "balanced", load: float = 0.9,
+def prefill_on_trace(requests, dep: Deployment, *, router: str = "min-max", load: float = 0.9,
                      gpu_loads=None) -> dict:
     """Prefill capacity of ``dep`` on a trace: ``dep.tokens_per_gpu`` new tokens per rank per step, over
     the loaded steps (those a perfect router could fill). Input tokens count the trace's cache hits.
@@ -66,7 +66,7 @@ def prefill_on_trace(requests, dep: Deployment, *, policy: str = "balanced", loa
     def cost(a, b):
         return prefill_rank_time(a, b, dep)
 
-    res = simulate(requests, dep.num_gpus, "prefill", policy, token_budget=int(dep.tokens_per_gpu), load=load,
+    res = simulate(requests, dep.num_gpus, "prefill", router, token_budget=int(dep.tokens_per_gpu), load=load,
                    cost_model=cost)
     m = res.measured
     if not m.any() or res.step_seconds[m].sum() <= 0:
@@ -79,13 +79,13 @@ def prefill_on_trace(requests, dep: Deployment, *, policy: str = "balanced", loa
         experts = prefill_throughput(dep, 0.0, gpu_loads)["tokens_per_s_per_gpu"] / \
             prefill_throughput(dep, 0.0)["tokens_per_s_per_gpu"]
     per_gpu = computed / (1 - hit) * experts
-    return {"policy": policy, "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
+    return {"router": router, "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
             "computed_tokens_per_s_per_node": computed * experts * dep.gpus_per_node, "cache_hit_rate": hit,
             "dp_time_ratio": ratio, "attention_spread": attention_spread(requests.cached, requests.new_tokens),
             "expert_factor": experts, "loaded_steps": int(m.sum())}
 
 
-def decode_on_trace(requests, dep: Deployment, *, tokens_per_s_per_user: float = 21.0, policy: str = "balanced",
+def decode_on_trace(requests, dep: Deployment, *, tokens_per_s_per_user: float = 21.0, router: str = "min-max",
                     load: float = 0.9, repeat: int = 5, gpu_loads=None) -> dict:
     """Decode capacity of ``dep`` on a trace at a per-user speed: the trace (repeated ``repeat`` times
     for a steady state) on the unit's ranks, each holding at most the requests the mean-request model runs
@@ -105,7 +105,7 @@ def decode_on_trace(requests, dep: Deployment, *, tokens_per_s_per_user: float =
     def cost(k, q):
         return decode_rank_time(k, q, at)
 
-    res = simulate(requests.tile(repeat), dep.num_gpus, "decode", policy, kv_capacity=max(kv_cap, 1),
+    res = simulate(requests.tile(repeat), dep.num_gpus, "decode", router, kv_capacity=max(kv_cap, 1),
                    max_batch=batch, load=load, cost_model=cost)
     m = res.measured & (res.requests.sum(axis=1) > 0)
     if m.sum() < 10:
@@ -114,7 +114,7 @@ def decode_on_trace(requests, dep: Deployment, *, tokens_per_s_per_user: float =
     ratio = _dp_time_ratio(res.step_seconds[m], res.kv[m], res.requests[m], cost)
     cap = decode_throughput(dep, tokens_per_s_per_user * ratio, gpu_loads)
     per_gpu = cap["tokens_per_s_per_gpu"] / ratio
-    return {"policy": policy, "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
+    return {"router": router, "tokens_per_s_per_gpu": per_gpu, "tokens_per_s_per_node": per_gpu * dep.gpus_per_node,
             "dp_time_ratio": ratio, "kv_max_over_mean": res.balance("kv")["mean"],
             "requests_max_over_mean": res.balance("requests")["mean"],
             "running_requests_per_rank": float(res.requests[m].mean()), "max_requests_per_rank": batch,

@@ -1,47 +1,26 @@
-"""Routing policies that send each arriving request to one of ``D`` data-parallel attention ranks.
+"""Our routers, which balance the ranks' two loads together (the min-max of normalized loads).
 
-A policy sees the ranks' state (:class:`RankState`, arrays over ranks) and a batch of arriving
-requests (those that arrived since the last step, in arrival order) and returns one rank per
-request. Requests then stay on their rank. Online baselines decide one request at a time and update
-their own copy of the state optimistically between requests, as the engines do between load
-reports; the balanced policies decide the batch together.
-
-Baselines, as the engines implement them (scores over ranks, lowest wins):
-
-- ``round_robin``: next rank in turn (SGLang's default DP-attention method).
-- ``shortest_queue``: fewest waiting + running requests, ties to the lowest rank (SGLang
-  ``total_requests``; vLLM before its KV-aware score was ``4 * waiting + running``, see below).
-- ``least_tokens``: fewest queued tokens (prefill: prompt tokens still to compute; decode: KV tokens
-  in use plus the prompts of waiting requests), ties by request count (SGLang ``total_tokens``).
-- ``vllm``: vLLM's current internal DP load balancer
-  ``max(in_flight, waiting + running) + 6 * waiting * max(0, kv_usage - 0.5)`` with a scan start
-  that rotates by one rank per request; with one front-end and exact state ``in_flight`` equals
-  ``waiting + running``. In prefill there is no KV limit, so ``kv_usage`` is 0.
-- ``vllm_legacy``: the earlier vLLM score ``4 * waiting + running``, first lowest from rank 0.
-
-Ours:
-
-- ``balanced`` (default). Prefill: late binding. Requests wait in the router's first-come queue
+- ``min-max`` (default). Prefill: late binding. Requests wait in the router's first-come queue
   and are bound to a rank in the step that rank has token budget left, to the rank where the
   request's first chunk keeps that step's normalized (attention pairs, tokens) L-inf smallest; then
   they stay. Chunks are sized against both the token budget and an attention target per step
-  (:meth:`Balanced.attention_target`): no rank computes more than ``attention_balance`` (1.6) times
+  (:meth:`MinMax.attention_target`): no rank computes more than ``attention_balance`` (1.6) times
   the step's mean attention, except that a rank's first chunk keeps at least ``min_chunk`` (5120)
   tokens so deep prompts keep moving. Decode: late binding too (``decode_late_binding``, on by
   default): requests wait in the router's first-come queue and are bound, when some rank can admit
   them now, to the admitting rank where they raise the sum over ranks of squared normalized (KV
   tokens, requests) least; a request that would lift a rank above the current maximum KV or request
-  count (plus a small slack) waits a little (:class:`BalanceGate`). With ``decode_late_binding=False`` each arriving request
-  (largest prompt first) goes to that rank at once, skipping ranks where it would not fit in the KV
+  count (plus a small slack) waits a little (:class:`BalanceGate`). With
+  ``decode_late_binding=False`` each arriving request (largest prompt first) goes to that rank at once, skipping ranks where it would not fit in the KV
   capacity with its expected growth (the mean output length of the requests finished so far)
   unless they hold fewer requests than the mean, or that are at the batch limit, while other ranks
   remain.
-- ``balanced_online``: for routers that must bind at arrival: prefill batches go through the 2-D
+- ``min-max-arrival``: for routers that must bind at arrival: prefill batches go through the 2-D
   min-L-inf greedy on the ranks' backlog (attention pairs, tokens still to compute), largest first;
-  decode as ``balanced`` with ``decode_late_binding=False``.
-- ``exact``: prefill batches bound at arrival by CP-SAT on the ``balanced_online`` objective
+  decode as ``min-max`` with ``decode_late_binding=False``.
+- ``min-max-cpsat``: prefill batches bound at arrival by CP-SAT on the ``min-max-arrival`` objective
   (time-limited, warm-started from the greedy, never worse on the batch objective); decode as
-  ``balanced_online``.
+  ``min-max-arrival``.
 """
 from __future__ import annotations
 
@@ -49,202 +28,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eplb.dp.costs import attention_pairs
+from eplb.dp.ranks import Batch, RankState, Router
 from eplb.errors import EplbError
 from solvers.assign import default_scale, exact_assign, greedy_assign
 
-__all__ = [
-    "ATTENTION_BALANCE",
-    "BalanceGate",
-    "DEFAULT_POLICY",
-    "MIN_CHUNK",
-    "attention_target",
-    "BASELINES",
-    "Batch",
-    "Policy",
-    "RankState",
-    "describe_policies",
-    "make_policy",
-    "policies",
-]
+__all__ = ["ATTENTION_BALANCE", "BalanceGate", "MIN_CHUNK", "MinMax", "MinMaxArrival", "MinMaxCpsat",
+           "attention_target"]
 
-#: The policy used when none is named.
-DEFAULT_POLICY = "balanced"
-#: Engine baselines, in the order reports list them.
-BASELINES = ("round_robin", "shortest_queue", "least_tokens", "vllm", "vllm_legacy")
 #: Default ``alpha`` of :func:`attention_target`: no rank's step attention above this times the mean.
+#: Chosen by hand, not derived, while looking at the tuning traces of benchmarks/bench_dp.py (see
+#: docs/dp.md): it trades some tokens balance and queueing for shorter steps; the held-out trace
+#: played no part.
 ATTENTION_BALANCE = 1.6
-#: Default tokens a rank's first chunk in a step keeps above the attention target (deep prompts move on).
+#: Default tokens a rank's first chunk in a step keeps above the attention target (deep prompts move
+#: on). Chosen by hand on the same tuning traces, not derived: large enough that a deep prompt keeps
+#: a useful pace and TTFT stays bounded.
 MIN_CHUNK = 5120
-
-
-@dataclass
-class RankState:
-    """What a router knows about each rank; arrays are [D].
-
-    waiting: requests assigned but not started. running: requests started and not finished.
-    tokens: prefill: prompt tokens still to compute; decode: KV tokens in use plus the prompt
-    tokens of waiting requests. attention: prefill: attention pairs still to compute; decode: KV
-    tokens in use. kv_usage: fraction of KV capacity in use (0 in prefill). kv_capacity and
-    max_batch: per-rank limits (inf when none). mean_output: expected output length of a request.
-    """
-
-    phase: str
-    waiting: np.ndarray
-    running: np.ndarray
-    tokens: np.ndarray
-    attention: np.ndarray
-    kv_usage: np.ndarray
-    kv_capacity: float = np.inf
-    max_batch: float = np.inf
-    mean_output: float = 0.0
-
-    @classmethod
-    def empty(cls, phase: str, ranks: int, kv_capacity: float = np.inf, max_batch: float = np.inf,
-              mean_output: float = 0.0) -> "RankState":
-        z = np.zeros(ranks, dtype=np.float64)
-        return cls(phase, np.zeros(ranks, dtype=np.int64), np.zeros(ranks, dtype=np.int64), z.copy(), z.copy(),
-                   z.copy(), kv_capacity, max_batch, mean_output)
-
-    @property
-    def num_ranks(self) -> int:
-        return len(self.waiting)
-
-    def copy(self) -> "RankState":
-        return RankState(self.phase, self.waiting.copy(), self.running.copy(), self.tokens.copy(),
-                         self.attention.copy(), self.kv_usage.copy(), self.kv_capacity, self.max_batch,
-                         self.mean_output)
-
-    def add(self, rank: int, new_tokens: float, pairs: float, prompt: float) -> None:
-        """Count one more waiting request on ``rank`` (the optimistic update between reports)."""
-        self.waiting[rank] += 1
-        if self.phase == "prefill":
-            self.tokens[rank] += new_tokens
-            self.attention[rank] += pairs
-        else:
-            self.tokens[rank] += prompt
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Requests arriving together, in arrival order; arrays are [B].
-
-    new_tokens: prompt tokens to compute; cached: cached prefix tokens; prompt: prompt length
-    (the KV the request brings to a decode rank). Output lengths are not shown: a router does not
-    know them.
-    """
-
-    new_tokens: np.ndarray
-    cached: np.ndarray
-    prompt: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.new_tokens)
-
-    @property
-    def pairs(self) -> np.ndarray:
-        """[B] float64 prefill attention pairs."""
-        return attention_pairs(self.new_tokens, self.cached)
-
-
-class Policy:
-    """Base class: ``assign(state, batch) -> [B] int64 ranks``. Subclasses set ``name``."""
-
-    name = ""
-    description = ""
-    #: True: prefill requests wait in the router and are bound by :meth:`fill` step by step
-    late_binding = False
-
-    def __init__(self, **options):
-        self.options = options
-
-    def reset(self, num_ranks: int) -> None:
-        """Forget any internal state before a new run."""
-
-    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
-        raise NotImplementedError
-
-
-class _Online(Policy):
-    """One request at a time: lowest ``score`` wins; ties to the first in scan order."""
-
-    rotate = False
-    start = 0
-
-    def reset(self, num_ranks: int) -> None:
-        self.start = 0
-
-    def score(self, st: RankState, j: int, batch: Batch) -> np.ndarray:
-        raise NotImplementedError
-
-    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
-        st = state.copy()
-        D = st.num_ranks
-        out = np.empty(len(batch), dtype=np.int64)
-        pairs = batch.pairs
-        for j in range(len(batch)):
-            s = self.score(st, j, batch)
-            if self.start:
-                s = np.roll(s, -self.start)
-                r = (int(np.argmin(s)) + self.start) % D
-            else:
-                r = int(np.argmin(s))
-            if self.rotate:
-                self.start = (self.start + 1) % D
-            out[j] = r
-            st.add(r, float(batch.new_tokens[j]), float(pairs[j]), float(batch.prompt[j]))
-        return out
-
-
-class RoundRobin(Policy):
-    name = "round_robin"
-    description = "next rank in turn (SGLang default)"
-    next = 0
-
-    def reset(self, num_ranks: int) -> None:
-        self.next = 0
-
-    def assign(self, state: RankState, batch: Batch) -> np.ndarray:
-        D = state.num_ranks
-        out = (self.next + np.arange(len(batch), dtype=np.int64)) % D
-        self.next = int((self.next + len(batch)) % D)
-        return out
-
-
-class ShortestQueue(_Online):
-    name = "shortest_queue"
-    description = "fewest waiting + running requests (SGLang total_requests)"
-
-    def score(self, st, j, batch):
-        return (st.waiting + st.running).astype(np.float64)
-
-
-class LeastTokens(_Online):
-    name = "least_tokens"
-    description = "fewest queued tokens, ties by requests (SGLang total_tokens)"
-
-    def score(self, st, j, batch):
-        # lexicographic on integers: tokens first, then request count (a fraction below 1)
-        n = (st.waiting + st.running).astype(np.float64)
-        return np.round(st.tokens) + n / (n.max() + 1.0)
-
-
-class Vllm(_Online):
-    name = "vllm"
-    description = "vLLM: max(in-flight, waiting+running) + 6*waiting*max(0, kv_usage-0.5), rotating start"
-    rotate = True
-
-    def score(self, st, j, batch):
-        w = st.waiting.astype(np.float64)
-        return w + st.running + 6.0 * w * np.maximum(0.0, st.kv_usage - 0.5)
-
-
-class VllmLegacy(_Online):
-    name = "vllm_legacy"
-    description = "earlier vLLM: 4*waiting + running, first lowest"
-
-    def score(self, st, j, batch):
-        return 4.0 * st.waiting + st.running
 
 
 def _sizes_base(state: RankState, batch: Batch):
@@ -261,9 +60,9 @@ def _sizes_base(state: RankState, batch: Batch):
     return sizes, base, cap
 
 
-class BalancedOnline(Policy):
-    name = "balanced_online"
-    description = "ours, binding at arrival: 2-D min-L-inf greedy over the batch on the ranks' backlog"
+class MinMaxArrival(Router):
+    """Binds each batch at arrival: prefill by the 2-D min-L-inf greedy on the ranks' backlog, decode
+    by :func:`_decode_marginal`. No options."""
 
     def assign(self, state: RankState, batch: Batch) -> np.ndarray:
         if len(batch) == 0:
@@ -347,6 +146,7 @@ class BalanceGate:
     running request: one of those can lift a rank by half its mean KV, more than a short wait costs.
     """
 
+    # chosen by hand on the tuning traces of benchmarks/bench_dp.py (docs/dp.md), not derived
     eps: float = 0.01
     steps: int = 40
     big: float = 0.0
@@ -378,13 +178,13 @@ def _make_gate(g) -> "BalanceGate | None":
     return out
 
 
-class Balanced(BalancedOnline):
+class MinMax(MinMaxArrival):
     """Prefill: late binding. Requests wait in the router's queue (first come, first served) and are
     bound to a rank only in the step the rank has token budget left; each goes to the rank where its
     first chunk keeps the step's normalized (attention, tokens) L-inf smallest, and then stays there.
     Chunks are sized against the token budget and an attention target (:meth:`attention_target`).
     Decode: late binding as well (:meth:`bind`); with ``decode_late_binding=False`` as
-    ``balanced_online``.
+    ``min-max-arrival``.
 
     Options: ``attention_balance`` (alpha of :func:`attention_target`, default 1.6; 0 or None: plain
     token-budget chunking), ``min_chunk`` (tokens a rank's first chunk keeps above the target,
@@ -392,25 +192,21 @@ class Balanced(BalancedOnline):
     :class:`BalanceGate`, a dict of its fields, True for the defaults (default) or False/None: off).
     """
 
-    name = "balanced"
-    description = ("ours (default): prefill binds queued requests at the step a rank has budget, min-L-inf "
-                   "of the step's (attention, tokens), chunks cut to an attention target; decode binds "
-                   "queued requests when a rank can admit them, balancing (KV, requests)")
     late_binding = True
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        a = options.get("attention_balance", ATTENTION_BALANCE)
+    def __init__(self, attention_balance: float = ATTENTION_BALANCE, min_chunk: int = MIN_CHUNK,
+                 decode_late_binding: bool = True, balance_gate: "BalanceGate | dict | bool | None" = True):
+        a = attention_balance
         if a and not float(a) >= 1.0:
             raise EplbError(f"attention_balance must be at least 1 (a max/mean ratio) or 0 to turn the "
                             f"attention target off, got {a}")
-        if int(options.get("min_chunk", MIN_CHUNK)) < 1:
-            raise EplbError(f"min_chunk must be at least 1 token, got {options['min_chunk']}")
-        self._gate = _make_gate(options.get("balance_gate", True))
-
-    @property
-    def decode_late_binding(self) -> bool:
-        return bool(self.options.get("decode_late_binding", True))
+        if int(min_chunk) < 1:
+            raise EplbError(f"min_chunk must be at least 1 token, got {min_chunk}")
+        self.attention_balance = attention_balance
+        #: Tokens a rank's first chunk in a step keeps even above the attention target.
+        self.min_chunk = int(min_chunk)
+        self.decode_late_binding = bool(decode_late_binding)
+        self._gate = _make_gate(balance_gate)
 
     @property
     def balance_gate(self) -> "BalanceGate | None":
@@ -461,15 +257,10 @@ class Balanced(BalancedOnline):
         score = np.where(roomy if roomy.any() else ok, score, np.inf)
         return int(score.argmin())
 
-    @property
-    def min_chunk(self) -> int:
-        """Tokens a rank's first chunk in a step keeps even above the attention target."""
-        return int(self.options.get("min_chunk", MIN_CHUNK))
-
     def attention_target(self, att: np.ndarray) -> float:
         """Attention cap for every rank this step (inf: none), from the ranks' planned attention
         ``att: [D]``: :func:`attention_target` with ``alpha`` = option ``attention_balance``."""
-        return attention_target(att, self.options.get("attention_balance", ATTENTION_BALANCE))
+        return attention_target(att, self.attention_balance)
 
     def fill(self, left: np.ndarray, att: np.ndarray, tok: np.ndarray, new_tokens: np.ndarray,
              cached: np.ndarray) -> list[tuple[int, int, int]]:
@@ -521,8 +312,6 @@ class Balanced(BalancedOnline):
         return out
 
 
-
-
 def attention_target(att, alpha) -> float:
     """Water-filling cap: the largest ``T`` with ``T <= alpha * mean(min(att, T))``; inf when
     ``max(att) <= alpha * mean(att)`` already or ``alpha`` is falsy.
@@ -556,37 +345,13 @@ def attention_target(att, alpha) -> float:
     return float(a[-1]) if D else np.inf
 
 
-class Exact(BalancedOnline):
-    """The prefill batch solved by CP-SAT; decode uses balanced's rule (capacity rules are not in the model)."""
+class MinMaxCpsat(MinMaxArrival):
+    """The prefill batch solved by CP-SAT within ``time_limit`` seconds; decode uses min-max-arrival's
+    rule (capacity rules are not in the model)."""
 
-    name = "exact"
-    description = "ours: the balanced objective solved per batch by CP-SAT (time limit, default 0.05 s)"
+    def __init__(self, time_limit: float = 0.05):
+        self.time_limit = float(time_limit)
 
     def _assign_prefill(self, sizes, ranks, base, scale, cap) -> np.ndarray:
-        return exact_assign(sizes, ranks, base, scale, time_limit=float(self.options.get("time_limit", 0.05)),
+        return exact_assign(sizes, ranks, base, scale, time_limit=self.time_limit,
                             seed=0, workers=1).assign
-
-
-_REGISTRY: dict[str, type[Policy]] = {
-    c.name: c for c in (RoundRobin, ShortestQueue, LeastTokens, Vllm, VllmLegacy, Balanced, BalancedOnline, Exact)
-}
-
-
-def policies() -> list[str]:
-    """Names of the routing policies: baselines first, then ours."""
-    return list(_REGISTRY)
-
-
-def describe_policies() -> dict[str, str]:
-    """Policy name -> one-line description."""
-    return {k: v.description for k, v in _REGISTRY.items()}
-
-
-def make_policy(name: str, **options) -> Policy:
-    """A fresh policy object by name (see :func:`policies`)."""
-    if isinstance(name, Policy):
-        return name
-    if name not in _REGISTRY:
-        raise EplbError(f"unknown DP policy {name!r}; choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](**options)
-
