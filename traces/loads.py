@@ -29,7 +29,7 @@ import numpy as np
 
 from traces.errors import TraceError
 
-__all__ = ["ExpertLoads", "FOLDER_READERS", "read_expert_loads", "from_array", "numeric_array", "read_pt",
+__all__ = ["ExpertLoads", "FOLDER_READERS", "read_expert_loads", "from_array", "numeric_array", "read_pt", "load_torch",
            "save_loads", "MAX_EXPERTS", "MAX_LAYERS", "MAX_LOAD"]
 
 #: Limits no real model or statistics reach; past them a file is corrupt or mis-scaled, and
@@ -204,15 +204,23 @@ def _read_json(path: Path):
     return obj, None
 
 
-def read_pt(path: Path):
+def load_torch(path: Path):
+    """The object a torch ``.pt`` file holds, loaded safely (``weights_only``) on the CPU; TraceError
+    naming the file when torch is missing or the file is not a readable torch file."""
     try:
         import torch
     except ImportError:
         raise TraceError(f"reading {path} needs torch; install it with `pip install 'eplb[torch]'`") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file fails in many ways inside torch and pickle
         raise TraceError(f"{path} is not a readable torch .pt file ({_reason(exc)}); re-export it") from None
+
+
+def read_pt(path: Path):
+    """Expert counts from a torch ``.pt`` file: an SGLang stat dump (a dict with ``logical_count``,
+    rank 0) or a bare tensor. Returns ``(data, None)``."""
+    obj = load_torch(path)
     if isinstance(obj, dict):
         if "logical_count" not in obj:
             raise TraceError(f"{path} holds keys {sorted(obj)[:6]}, not an SGLang stat dump with 'logical_count'")

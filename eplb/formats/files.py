@@ -12,6 +12,8 @@ import numpy as np
 
 from eplb._io import write_file
 from eplb.errors import EplbError
+from traces.errors import TraceError
+from traces.loads import load_torch
 
 __all__ = ["BINARY_SUFFIXES", "read_text", "load_json", "load_yaml", "parse_yaml", "load_npz", "load_pt",
            "load_object", "write_arrays"]
@@ -53,16 +55,12 @@ def load_yaml(p: Path):
 
 
 def load_pt(p: Path):
-    """The object a torch ``.pt`` file holds (any object: placement maps are not statistics, so
-    ``traces.loads.read_pt``, which reads SGLang statistics dumps, does not apply)."""
+    """The object a torch ``.pt`` file holds (placement maps or statistics alike), read by
+    ``traces.loads.load_torch``; its TraceError becomes an EplbError with the same message."""
     try:
-        import torch
-    except ImportError:
-        raise EplbError(f"reading {p} needs torch; install it with `pip install 'eplb[torch]'`") from None
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file fails in many ways inside torch and pickle
-        raise EplbError(f"{p} is not a readable torch .pt file ({type(exc).__name__}); re-export it") from None
+        return load_torch(p)
+    except TraceError as exc:
+        raise EplbError(str(exc)) from None
 
 
 def load_npz(p: Path) -> dict:
