@@ -7,7 +7,7 @@ import numpy as np
 
 from eplb.errors import EplbError
 from eplb.placement import Placement
-from eplb.policies import check_options, check_time_limit, get_method
+from eplb.methods import check_options, check_time_limit, get_method
 from eplb.topology import Topology
 from traces import ExpertLoads, TraceError, from_array
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from eplb.errors import EplbError
 from eplb.placement import Placement
-from eplb.policies import PolicyOutput, get_method, methods
+from eplb.methods import MethodOutput, get_method, methods
 from eplb.topology import Topology
 from solvers.migration import align_slots, repair, retarget_counts, slot_changes, undo_moves
 from solvers.splitting import optimal_split
@@ -89,13 +89,13 @@ class Moves:
 def _p2l(x) -> np.ndarray:
     if isinstance(x, Placement):
         return x.phy2log
-    if isinstance(x, PolicyOutput):
+    if isinstance(x, MethodOutput):
         return np.asarray(x.phy2log, dtype=np.int64)
     return np.asarray(x, dtype=np.int64)
 
 
 def moves(previous, new, *, bytes_per_expert: int = DEEPSEEK_V3_EXPERT_BYTES) -> Moves:
-    """Slots whose expert changed between ``previous`` and ``new`` (Placements, PolicyOutputs
+    """Slots whose expert changed between ``previous`` and ``new`` (Placements, MethodOutputs
     or phy2log arrays [L, R] of the same shape), and the bytes that must be copied.
 
     >>> import numpy as np
@@ -141,7 +141,7 @@ def _gpu_max(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topology)
     return per_slot.reshape(L, topology.num_gpus, topology.slots_per_gpu).sum(axis=2).max(axis=1)
 
 
-def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None) -> PolicyOutput:
+def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None) -> MethodOutput:
     """The reference for migration: the best from-scratch even-split plan available, per layer
     (method "auto" when registered, else the better of DeepSeek's global and hierarchical
     policies in each layer). loads: [L, E]."""
@@ -164,11 +164,11 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         best_max = np.minimum(best_max, mx)
     if best_shares is not None and np.isnan(best_shares).any():  # mixed: drop shares, keep even split
         best_shares = None
-    return PolicyOutput(best, shares=best_shares, info={"fresh_methods": names})
+    return MethodOutput(best, shares=best_shares, info={"fresh_methods": names})
 
 
 def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float = 0.01,
-            fresh: PolicyOutput | None = None, time_limit: float | None = None) -> PolicyOutput:
+            fresh: MethodOutput | None = None, time_limit: float | None = None) -> MethodOutput:
     """A placement within ``tolerance`` of a from-scratch plan that moves few expert weights.
 
     loads: [L, E] float64; previous: the placement on the GPUs now (same topology and experts);
@@ -178,7 +178,7 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     carries optimal shares too. ``time_limit`` bounds
     the whole call (the fallback for a layer is always the relabelled fresh plan).
 
-    Returns a PolicyOutput (phy2log [L, R], shares [L, R] or None) whose info holds
+    Returns a MethodOutput (phy2log [L, R], shares [L, R] or None) whose info holds
     ``slots_moved``, ``bytes_moved``, ``fraction_moved``, ``slots_moved_per_layer``,
     ``layers_unchanged``, ``layers_from_fresh`` and the target definition.
     """
@@ -252,7 +252,7 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     mv = moves(prev, out)
     mean = w.sum(axis=1) / G  # all-zero layers count as balanced
     info = {
-        "policy": "migration",
+        "method": "migration",
         "tolerance": float(tolerance),
         "target": "per layer: max GPU load <= (1 + tolerance) x the fresh plan's",
         "fresh_imbalance_mean": float(np.where(mean > 0, fresh_max / np.where(mean > 0, mean, 1.0), 1.0).mean()),
@@ -260,4 +260,4 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         "layers_from_fresh": from_fresh,
         **mv.to_dict(),
     }
-    return PolicyOutput(out, shares=shares, info=info)
+    return MethodOutput(out, shares=shares, info=info)

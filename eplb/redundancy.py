@@ -118,7 +118,7 @@ def _all_and_mean(ratio: np.ndarray, spares: np.ndarray, target: float) -> tuple
 def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.ndarray:
     """[L, K] heaviest GPU of method "auto" (when registered) on each uniform layout; +inf
     where it is not available, so the planner's own packing is used."""
-    from eplb.policies import get_method, methods
+    from eplb.methods import get_method, methods
 
     out = np.full((arr.shape[0], spares.size), np.inf)
     if "auto" not in methods():

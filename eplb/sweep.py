@@ -107,7 +107,7 @@ def grid(presets, redundancies, workloads, methods, *, ep_sizes=None, num_layers
     with ``skipped`` a list of ``(preset, ep_size, redundancy, workload, reason)`` for the
     combinations whose slots do not divide over the GPUs.
     """
-    from eplb.policies import methods as all_methods
+    from eplb.methods import methods as all_methods
     from traces import workloads as all_workloads
 
     presets = list(PRESETS) if presets in (None, "all") else list(presets)
@@ -153,7 +153,7 @@ def run_config(config: SweepConfig) -> dict:
     Bad input (a method refusing the topology, say) is reported in the ``error`` column."""
     from eplb.api import place
     from eplb.evaluate import evaluate
-    from eplb.policies import method_options
+    from eplb.methods import method_options
 
     loads = _loads(config.workload)
     arr, layers = loads.loads, loads.layers

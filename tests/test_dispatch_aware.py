@@ -7,7 +7,7 @@ from scipy.optimize import linprog
 import eplb
 import traces
 from eplb.dispatch import simulate
-from eplb.policies.dispatch_aware import _arc_tables, arc_step_max, replica_graph_connected, ring_layout
+from eplb.methods.dispatch_aware import _arc_tables, arc_step_max, replica_graph_connected, ring_layout
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import pytest
 
 import eplb
 import traces
-from eplb.policies.node_aware import coactivation_graph, routing_sample
-from eplb.policies.robust import step_objective
+from eplb.methods.node_aware import coactivation_graph, routing_sample
+from eplb.methods.robust import step_objective
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import eplb
 import traces
-from eplb.policies.weighted import optimal_shares
+from eplb.methods.weighted import optimal_shares
 from solvers import SolverInputError
 from solvers.splitting import best_chain_pack, chain_pack, link_copies, optimal_split
 

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from eplb.policies import PolicyOutput, register
-from eplb.policies.balanced import balanced_plan
-from eplb.policies.deepseek import deepseek
-from eplb.policies.exact import MIN_PROCESS_WORK, PROCESS_START_S, _cpus, _gpu_max, basic_bounds, exact_plan
+from eplb.methods.registry import MethodOutput, register
+from eplb.methods.balanced import balanced_plan
+from eplb.methods.deepseek import deepseek
+from eplb.methods.exact import MIN_PROCESS_WORK, PROCESS_START_S, _cpus, _gpu_max, basic_bounds, exact_plan
 from eplb.topology import Topology
 
 __all__ = ["auto_plan"]
@@ -38,7 +38,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
     m_ours, m_ref = _gpu_max(w, ours, G), _gpu_max(w, ref, G)
     use_ref = m_ref < m_ours
     phy2log = np.where(use_ref[:, None], ref, ours)
-    info = {"policy": "auto", "chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
+    info = {"method": "auto", "chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
     if time_limit is not None:
         left = float(time_limit) - (time.perf_counter() - start)
         gmax = np.minimum(m_ours, m_ref)
@@ -67,15 +67,15 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
 
 @register("auto", "the best plan within the time budget, never worse than deepseek on any layer (default)")
 def auto(loads: np.ndarray, topology: Topology, previous=None, tolerance: float | None = None,
-         time_limit: float | None = None, tie_order: str = "auto") -> PolicyOutput:
+         time_limit: float | None = None, tie_order: str = "auto") -> MethodOutput:
     start = time.perf_counter()
     # with previous, the fresh plan gets half of the time limit and migration the rest
     plan_limit = time_limit if previous is None or time_limit is None else time_limit / 2
     phy2log, info = auto_plan(loads, topology, time_limit=plan_limit, tie_order=tie_order)
-    fresh = PolicyOutput(phy2log, info=info)
+    fresh = MethodOutput(phy2log, info=info)
     if previous is None:
         return fresh
-    from eplb.migration import migrate  # imports eplb.policies: loaded on use
+    from eplb.migration import migrate  # imports eplb.methods: loaded on use
 
     tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
     left = None if time_limit is None else max(1e-3, time_limit - (time.perf_counter() - start))

@@ -32,9 +32,9 @@ import numpy as np
 
 from eplb._pool import process_pool
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, check_time_limit, register
-from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
-from eplb.policies.deepseek import deepseek
+from eplb.methods.registry import MethodOutput, check_time_limit, register
+from eplb.methods.balanced import balanced_plan, replica_cap, slots_from_bins
+from eplb.methods.deepseek import deepseek
 from eplb.topology import Topology
 from solvers import (BACKENDS, average_bound, expand_counts, lpt_pack_distinct, pack_exact, pack_pairs_distinct,
                      pairing_solve, replica_bound, swap_improve)
@@ -218,14 +218,14 @@ def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
 
 @register("exact", "exact solver per layer (CP-SAT; pairing MIP for 2 slots/GPU), time-limited, with proven gaps")
 def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, work_limit: float | None = None,
-          backend: str = "cpsat", workers: int | None = None, tol: float = 1e-3) -> PolicyOutput:
+          backend: str = "cpsat", workers: int | None = None, tol: float = 1e-3) -> MethodOutput:
     """time_limit: wall-clock seconds per layer (default 2; the whole call takes about layers x
     time_limit / workers); work_limit: a deterministic budget per layer instead, for results that
     do not depend on the machine or its load (see the module notes). Never worse than
     ``deepseek`` or ``balanced`` on any layer."""
     phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, work_limit=work_limit, backend=backend,
                                       workers=workers, tol=tol)
-    return PolicyOutput(phy2log, info={"policy": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
+    return MethodOutput(phy2log, info={"method": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
 
 
 def _highs_available() -> bool:
@@ -240,7 +240,7 @@ def _highs_available() -> bool:
 @register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS, else CBC), time-limited, with proven gaps")
 def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
               work_limit: float | None = None, backend: str | None = None, workers: int | None = None,
-              tol: float = 1e-3) -> PolicyOutput:
+              tol: float = 1e-3) -> MethodOutput:
     """As method ``exact`` (same limits and promise), solving each layer's packing with PuLP."""
     if backend is None:  # HiGHS needs the highspy package; CBC ships with PuLP
         backend = "highs" if _highs_available() else "cbc"

@@ -34,9 +34,9 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, register
-from eplb.policies.deepseek import deepseek
-from eplb.policies.exact import _gpu_max, basic_bounds
+from eplb.methods.registry import MethodOutput, register
+from eplb.methods.deepseek import deepseek
+from eplb.methods.exact import _gpu_max, basic_bounds
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
 from traces import TraceError
@@ -227,7 +227,7 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
 
 @register("node-aware", "balances GPUs while keeping co-selected experts on one node; knob cross_node_budget")
 def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float = 0.05, seed: int = 0,
-               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0) -> PolicyOutput:
+               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0) -> MethodOutput:
     """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
     token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
     experts [L, T, K] of real routed tokens for the co-activation (default: a sample of
@@ -247,7 +247,7 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     if G % N != 0 or G < N:
         # groups cannot live on single nodes (e.g. 8 groups over 18 decode nodes): tokens reach many
         # nodes whatever the placement, so balance alone decides; use the global policy
-        from eplb.policies.deepseek import deepseek_global
+        from eplb.methods.deepseek import deepseek_global
 
         out = deepseek_global(loads, topology)
         out.info.update({"fallback": "deepseek-global: expert groups do not divide over the nodes",
@@ -298,4 +298,4 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
         "layers_from_deepseek": int(use_ref.sum()),
         "layers_over_budget": int(over.sum()),
     }
-    return PolicyOutput(phy2log, info=info)
+    return MethodOutput(phy2log, info=info)

@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, get_method, register
+from eplb.methods.registry import MethodOutput, get_method, register
 from eplb.topology import Topology
 
 __all__ = ["dispatch_aware", "ring_layout", "arc_step_max", "replica_graph_connected"]
@@ -272,7 +272,7 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
 def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps: int = 32,
                    tokens_per_step: int | None = None, tokens_per_request: int = 1024,
                    request_concentration: float = 0.5, kappa: float = 1.0, step_slack: float = 1e-4,
-                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
+                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> MethodOutput:
     """loads: [L, E]. steps: optional per-step loads [S, L, E] for the local search; by default
     ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in requests of
     ``tokens_per_request`` are sampled from the loads. kappa: replica counts are planned on
@@ -333,4 +333,4 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     info = {"ring_closed_layers": int(np.sum(closed)), "layers_searched": searched, "kappa": float(kappa),
             "base_layers": len(fallback),
             "planned_steps": int(steps.shape[0]) if steps is not None else 0}
-    return PolicyOutput(out, info=info)
+    return MethodOutput(out, info=info)
