@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.placement import Placement
+from eplb.placement import Placement, replica_counts
 from eplb.methods import MethodOutput, get_method, methods
 from eplb.topology import Topology
 from solvers.migration import align_slots, repair, retarget_counts, slot_changes, undo_moves
@@ -130,12 +130,11 @@ def _check_previous(previous, loads: np.ndarray, topology: Topology) -> np.ndarr
     return previous.phy2log
 
 
-def _gpu_max(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topology) -> np.ndarray:
+def _max_gpu_load(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topology) -> np.ndarray:
     """[L] heaviest GPU of a map (even split unless shares [L, R] are given)."""
-    L, R = phy2log.shape
+    L = phy2log.shape[0]
     if shares is None:
-        cnt = np.zeros(loads.shape, dtype=np.int64)
-        np.add.at(cnt, (np.repeat(np.arange(L), R), phy2log.ravel()), 1)
+        cnt = replica_counts(phy2log, loads.shape[1])
         shares = 1.0 / np.take_along_axis(cnt, phy2log, axis=1)
     per_slot = np.take_along_axis(loads, phy2log, axis=1) * shares
     return per_slot.reshape(L, topology.num_gpus, topology.slots_per_gpu).sum(axis=2).max(axis=1)
@@ -149,7 +148,7 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     best, best_max = None, None
     for name in names:
         out = get_method(name)(loads, topology, time_limit=time_limit)
-        mx = _gpu_max(loads, np.asarray(out.phy2log, dtype=np.int64), out.shares, topology)
+        mx = _max_gpu_load(loads, np.asarray(out.phy2log, dtype=np.int64), out.shares, topology)
         if best is None:
             best, best_max = np.array(out.phy2log, dtype=np.int64), mx
             best_shares = None if out.shares is None else np.array(out.shares, dtype=np.float64)
@@ -202,7 +201,7 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     if fresh_p2l.shape != prev.shape:
         raise EplbError(f"fresh plan has shape {fresh_p2l.shape} but the previous placement {prev.shape}")
     weighted = fresh.shares is not None
-    fresh_max = _gpu_max(w, fresh_p2l, fresh.shares, topology)
+    fresh_max = _max_gpu_load(w, fresh_p2l, fresh.shares, topology)
     cap = fresh_max * (1.0 + tolerance)
     gpu = np.arange(topology.num_slots) // S
 

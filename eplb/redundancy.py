@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
+from eplb.placement import replica_counts
 from eplb.topology import MAX_SLOTS, Topology
 from solvers.redundancy import balance_curve, smallest_spare, spread_slots
 
@@ -131,8 +132,7 @@ def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.n
             p2l = np.asarray(get_method("auto")(arr, topo).phy2log, dtype=np.int64)
         except (EplbError, ValueError):
             continue
-        cnt = np.zeros(arr.shape, dtype=np.int64)
-        np.add.at(cnt, (np.repeat(np.arange(arr.shape[0]), p2l.shape[1]), p2l.ravel()), 1)
+        cnt = replica_counts(p2l, arr.shape[1])
         per_slot = np.take_along_axis(arr, p2l, axis=1) / np.take_along_axis(cnt, p2l, axis=1)
         out[:, j] = per_slot.reshape(arr.shape[0], G, S).sum(axis=2).max(axis=1)
     return out

@@ -14,10 +14,12 @@ import time
 
 import numpy as np
 
+from eplb._pool import usable_cpus
+from eplb.evaluate import max_gpu_load
 from eplb.methods.registry import MethodOutput, register
 from eplb.methods.balanced import balanced_plan
 from eplb.methods.deepseek import deepseek
-from eplb.methods.exact import MIN_PROCESS_WORK, PROCESS_START_S, _cpus, _gpu_max, basic_bounds, exact_plan
+from eplb.methods.exact import MIN_PROCESS_WORK, PROCESS_START_S, basic_bounds, exact_plan
 from eplb.topology import Topology
 
 __all__ = ["auto_plan"]
@@ -35,7 +37,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
     G = topology.num_gpus
     ours, _ = balanced_plan(w, topology)
     ref = deepseek(w, topology, tie_order=tie_order).phy2log
-    m_ours, m_ref = _gpu_max(w, ours, G), _gpu_max(w, ref, G)
+    m_ours, m_ref = max_gpu_load(w, ours, G), max_gpu_load(w, ref, G)
     use_ref = m_ref < m_ours
     phy2log = np.where(use_ref[:, None], ref, ours)
     info = {"method": "auto", "chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
@@ -48,10 +50,10 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
             # layers run side by side (threads; processes for two slots per GPU when the budget
             # pays for starting them, about a second each); each round of them gets its share
             if topology.slots_per_gpu == 2:
-                workers = _cpus() if left >= MIN_PROCESS_WORK else 1
+                workers = usable_cpus() if left >= MIN_PROCESS_WORK else 1
                 left -= PROCESS_START_S if workers > 1 else 0.0
             else:
-                workers = min(4, _cpus())
+                workers = min(4, usable_cpus())
             rounds = -(-todo.size // workers)
             per_layer = min(2.0, 0.8 * left / rounds)
             if per_layer >= 0.05:
@@ -59,7 +61,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
                 phy2log = p2l
                 info["exact_layers"] = int(todo.size)
     bound = basic_bounds(w, topology)
-    gap = _gpu_max(w, phy2log, G) / np.where(bound > 0, bound, 1.0)
+    gap = max_gpu_load(w, phy2log, G) / np.where(bound > 0, bound, 1.0)
     info["bound"] = bound.tolist()
     info["gap"] = np.where(bound > 0, gap, 1.0).tolist()
     return phy2log, info

@@ -25,16 +25,17 @@ bound) and the status ("optimal" when the gap is within ``tol``).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from eplb._pool import process_pool
+from eplb._pool import process_pool, usable_cpus
 from eplb.errors import EplbError
+from eplb.evaluate import max_gpu_load
 from eplb.methods.registry import MethodOutput, check_time_limit, register
 from eplb.methods.balanced import balanced_plan, replica_cap, slots_from_bins
 from eplb.methods.deepseek import deepseek
+from eplb.placement import replica_counts
 from eplb.topology import Topology
 from solvers import (BACKENDS, average_bound, expand_counts, lpt_pack_distinct, pack_exact, pack_pairs_distinct,
                      pairing_solve, replica_bound, swap_improve)
@@ -63,20 +64,6 @@ def _pack_rows(w: np.ndarray, counts: np.ndarray, G: int) -> np.ndarray:
     bin_of = pack_pairs_distinct(sizes, labels) if labels.shape[1] == 2 * G else lpt_pack_distinct(sizes, labels, G)
     bin_of = swap_improve(sizes, labels, bin_of, G)
     return slots_from_bins(labels, bin_of)
-
-
-def _gpu_max(w: np.ndarray, phy2log: np.ndarray, G: int) -> np.ndarray:
-    cnt = np.zeros_like(w)
-    np.add.at(cnt, (np.repeat(np.arange(w.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
-    per = np.take_along_axis(w / np.maximum(cnt, 1), phy2log, axis=1)
-    return per.reshape(w.shape[0], G, -1).sum(axis=2).max(axis=1)
-
-
-def _counts(phy2log: np.ndarray, num_experts: int) -> np.ndarray:
-    """phy2log [L, R] -> replica counts [L, E]."""
-    cnt = np.zeros((phy2log.shape[0], num_experts), dtype=np.int64)
-    np.add.at(cnt, (np.repeat(np.arange(phy2log.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
-    return cnt
 
 
 def _searchable(phy2log: np.ndarray, counts: np.ndarray, topology: Topology) -> np.ndarray:
@@ -117,13 +104,6 @@ def _solve_layers(args):
     return [_solve_layer(w, c, p, topology, lower, time_limit, work_limit, backend, tol) for w, c, p, lower in jobs]
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
                work_limit: float | None = None, backend: str = "cpsat", workers: int | None = None,
                tol: float = 1e-3, layers: np.ndarray | None = None, start: np.ndarray | None = None):
@@ -154,10 +134,10 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     init, init_counts = balanced_plan(w, topology)
     if start is None:
         ref = deepseek(w, topology).phy2log
-        use_ref = _gpu_max(w, ref, G) < _gpu_max(w, init, G)
+        use_ref = max_gpu_load(w, ref, G) < max_gpu_load(w, init, G)
         start = np.where(use_ref[:, None], ref, init)
     phy2log = np.array(start, dtype=np.int64, copy=True)
-    counts = _counts(phy2log, E)
+    counts = replica_counts(phy2log, E)
     # the search starts from the start plan where it can, else from balanced
     ok = _searchable(phy2log, counts, topology)
     init = np.where(ok[:, None], phy2log, init)
@@ -166,7 +146,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     bound = lower.copy()
     rows = np.arange(L) if layers is None else np.asarray(layers, dtype=np.int64)
     # layers already within tol of their bound need no search
-    start_max = _gpu_max(w, phy2log, G)
+    start_max = max_gpu_load(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
     # an expert with more replicas than GPUs (more slots than GPUs x experts) puts two on one GPU,
     # which the search's model rules out: such layers keep their start
@@ -180,7 +160,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
         work = (tl if tl is not None else work_limit) * len(rows)
         many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
-        procs = min(int(workers or (_cpus() if many else 1)), len(rows))
+        procs = min(int(workers or (usable_cpus() if many else 1)), len(rows))
         jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
         if procs <= 1:
             results = _solve_layers((jobs, topology, tl, work_limit, backend, tol))
@@ -195,7 +175,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         def job(i):
             return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
 
-        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus())))
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, usable_cpus())))
         try:
             results = list(pool.map(job, rows))
         finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
@@ -203,7 +183,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
-        new = _gpu_max(w[i:i + 1], p2l[None, :], G)[0]
+        new = max_gpu_load(w[i:i + 1], p2l[None, :], G)[0]
         if new < cur[i]:
             phy2log[i] = p2l
             cur[i] = new

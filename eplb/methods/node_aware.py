@@ -36,7 +36,7 @@ from scipy.sparse import csr_matrix
 from eplb.errors import EplbError
 from eplb.methods.registry import MethodOutput, register
 from eplb.methods.deepseek import deepseek
-from eplb.methods.exact import _gpu_max, basic_bounds
+from eplb.methods.exact import basic_bounds
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
 from traces import TraceError
@@ -278,7 +278,7 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     # a layer where DeepSeek's hierarchical plan has the lighter hottest GPU takes that plan; its
     # nodes per token (measured on the same sample) count in what is reported
     ref = deepseek(loads, topology).phy2log
-    use_ref = _gpu_max(loads, ref, topology.num_gpus) < _gpu_max(loads, phy2log, topology.num_gpus)
+    use_ref = max_gpu_load(loads, ref, topology.num_gpus) < max_gpu_load(loads, phy2log, topology.num_gpus)
     per_node = topology.gpus_per_node * topology.slots_per_gpu
     for l in np.flatnonzero(use_ref):
         phy2log[l] = ref[l]
