@@ -19,13 +19,34 @@ from eplb.evaluate import max_gpu_load
 from eplb.methods.registry import MethodOutput, register
 from eplb.methods.balanced import balanced_plan
 from eplb.methods.deepseek import deepseek
-from eplb.methods.exact import MIN_PROCESS_WORK, PROCESS_START_S, basic_bounds, exact_plan
+from eplb.methods.exact import (DEFAULT_LAYER_TIME, DEFAULT_TOL, LAYER_THREADS, MIN_PROCESS_WORK, PROCESS_START_S,
+                                basic_bounds, exact_plan)
 from eplb.topology import Topology
 
 __all__ = ["auto_plan"]
 
 #: The default max/mean tolerance of migration-aware planning.
 DEFAULT_TOLERANCE = 0.01
+
+# How auto spends a time limit on the exact solver. Values that are exact's own are taken from it;
+# the others were set by hand when auto was written, and no measurement of them is recorded.
+
+#: Layers within this of their bound are not searched: exact's own tolerance, at which it would
+#: stop on them at once.
+SOLVED_GAP = DEFAULT_TOL
+
+#: Seconds below which no search is started (time left, or time per layer); set by hand.
+MIN_SEARCH_S = 0.05
+
+#: Share of the time left that the exact rounds may take, set by hand; the rest is a margin for
+#: handing the layers out and for the final bounds and gaps.
+SEARCH_SHARE = 0.8
+
+#: Most seconds per layer: exact's default time per layer.
+MAX_LAYER_S = DEFAULT_LAYER_TIME
+
+#: Divides in place of a zero bound (an all-zero layer, whose gap is then 0): any tiny positive number.
+BOUND_FLOOR = 1e-300
 
 
 def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
@@ -44,19 +65,19 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
     if time_limit is not None:
         left = float(time_limit) - (time.perf_counter() - start)
         gmax = np.minimum(m_ours, m_ref)
-        gap = gmax / np.maximum(basic_bounds(w, topology), 1e-300)
-        todo = np.nonzero(gap > 1 + 1e-3)[0]
-        if todo.size and left > 0.05:
+        gap = gmax / np.maximum(basic_bounds(w, topology), BOUND_FLOOR)
+        todo = np.nonzero(gap > 1 + SOLVED_GAP)[0]
+        if todo.size and left > MIN_SEARCH_S:
             # layers run side by side (threads; processes for two slots per GPU when the budget
             # pays for starting them, about a second each); each round of them gets its share
             if topology.slots_per_gpu == 2:
                 workers = usable_cpus() if left >= MIN_PROCESS_WORK else 1
                 left -= PROCESS_START_S if workers > 1 else 0.0
             else:
-                workers = min(4, usable_cpus())
+                workers = min(LAYER_THREADS, usable_cpus())
             rounds = -(-todo.size // workers)
-            per_layer = min(2.0, 0.8 * left / rounds)
-            if per_layer >= 0.05:
+            per_layer = min(MAX_LAYER_S, SEARCH_SHARE * left / rounds)
+            if per_layer >= MIN_SEARCH_S:
                 p2l, _, _ = exact_plan(w, topology, time_limit=per_layer, layers=todo, start=phy2log, workers=workers)
                 phy2log = p2l
                 info["exact_layers"] = int(todo.size)

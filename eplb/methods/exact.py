@@ -51,6 +51,14 @@ MIN_PROCESS_WORK = 10.0
 #: Seconds to allow for starting the worker processes.
 PROCESS_START_S = 2.0
 
+#: Layers searched side by side in threads (more than two slots per GPU) when ``workers`` is not
+#: given, at most one per CPU. CP-SAT runs each layer on one search worker (see solvers.exact), so
+#: this is also the number of solver threads; no measurement behind the value is recorded.
+LAYER_THREADS = 4
+
+#: A layer is solved when its hottest GPU is within ``1 + tol`` of its proven bound (default tol).
+DEFAULT_TOL = 1e-3
+
 
 def basic_bounds(loads: np.ndarray, topology: Topology) -> np.ndarray:
     """max(total / GPUs, best largest replica) per layer. loads: [L, E] -> [L]."""
@@ -106,7 +114,7 @@ def _solve_layers(args):
 
 def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
                work_limit: float | None = None, backend: str = "cpsat", workers: int | None = None,
-               tol: float = 1e-3, layers: np.ndarray | None = None, start: np.ndarray | None = None):
+               tol: float = DEFAULT_TOL, layers: np.ndarray | None = None, start: np.ndarray | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
 
     time_limit: wall-clock seconds per layer (default 2, or none when a work_limit is given);
@@ -175,7 +183,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         def job(i):
             return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
 
-        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, usable_cpus())))
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(LAYER_THREADS, usable_cpus())))
         try:
             results = list(pool.map(job, rows))
         finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
@@ -198,7 +206,7 @@ def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
 
 @register("exact", "exact solver per layer (CP-SAT; pairing MIP for 2 slots/GPU), time-limited, with proven gaps")
 def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, work_limit: float | None = None,
-          backend: str = "cpsat", workers: int | None = None, tol: float = 1e-3) -> MethodOutput:
+          backend: str = "cpsat", workers: int | None = None, tol: float = DEFAULT_TOL) -> MethodOutput:
     """time_limit: wall-clock seconds per layer (default 2; the whole call takes about layers x
     time_limit / workers); work_limit: a deterministic budget per layer instead, for results that
     do not depend on the machine or its load (see the module notes). Never worse than
@@ -220,7 +228,7 @@ def _highs_available() -> bool:
 @register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS, else CBC), time-limited, with proven gaps")
 def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
               work_limit: float | None = None, backend: str | None = None, workers: int | None = None,
-              tol: float = 1e-3) -> MethodOutput:
+              tol: float = DEFAULT_TOL) -> MethodOutput:
     """As method ``exact`` (same limits and promise), solving each layer's packing with PuLP."""
     if backend is None:  # HiGHS needs the highspy package; CBC ships with PuLP
         backend = "highs" if _highs_available() else "cbc"
