@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 import time
 
-import networkx as nx
 import numpy as np
 from scipy.sparse import csr_matrix
 
 from eplb.errors import EplbError
+from eplb.evaluate import max_gpu_load
 from eplb.methods.registry import MethodOutput, register
 from eplb.methods.deepseek import deepseek
 from eplb.methods.exact import basic_bounds
@@ -41,7 +41,7 @@ from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
 from traces import TraceError
 
-__all__ = ["coactivation_graph", "node_aware", "pack_nodes", "routing_sample"]
+__all__ = ["node_aware", "pack_nodes", "routing_sample"]
 
 
 def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096, seed=0, topk: int = 8,
@@ -71,19 +71,6 @@ def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096
         return np.where(np.take_along_axis(np.broadcast_to(w[:, None, :], keys.shape), picks, axis=2) > 0,
                         picks, -1).astype(np.int16)
     return route(model, np.arange(num_tokens), seed=seed)
-
-
-def coactivation_graph(experts: np.ndarray, num_experts: int) -> nx.Graph:
-    """Co-activation of one layer: experts [T, K] (-1 padded) -> graph on ``num_experts`` nodes
-    whose edge (i, j) has ``weight`` = number of tokens selecting both i and j."""
-    inc = _incidence(experts, num_experts).astype(np.float64)
-    co = inc.T @ inc
-    np.fill_diagonal(co, 0.0)
-    g = nx.Graph()
-    g.add_nodes_from(range(num_experts))
-    i, j = np.nonzero(np.triu(co))
-    g.add_weighted_edges_from(zip(i.tolist(), j.tolist(), co[i, j].tolist()))
-    return g
 
 
 def _incidence(experts: np.ndarray, num_experts: int) -> np.ndarray:
