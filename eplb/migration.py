@@ -188,26 +188,15 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 10):
         raise EplbError(f"tolerance must be a number in [0, 10) (e.g. 0.01 for 1%), got {tolerance!r}")
     start = time.perf_counter()
-    L, E = w.shape
-    G, S = topology.num_gpus, topology.slots_per_gpu
-    # a fresh plan computed here gets half of the time limit, the search from previous the rest
-    fresh_limit = None if time_limit is None else time_limit / 2
-    if fresh is None and previous.shares is not None:
-        # the engine dispatches with shares: compare against a fresh weighted plan
-        fresh = get_method("weighted")(w, topology, time_limit=fresh_limit)
-    if fresh is None:
-        fresh = fresh_plan(w, topology, time_limit=fresh_limit)
+    L = w.shape[0]
+    fresh = _fresh_reference(w, topology, previous, fresh, time_limit)
     fresh_p2l = np.asarray(fresh.phy2log, dtype=np.int64)
     if fresh_p2l.shape != prev.shape:
         raise EplbError(f"fresh plan has shape {fresh_p2l.shape} but the previous placement {prev.shape}")
     weighted = fresh.shares is not None
     fresh_max = _max_gpu_load(w, fresh_p2l, fresh.shares, topology)
     cap = fresh_max * (1.0 + tolerance)
-    gpu = np.arange(topology.num_slots) // S
-
-    def split_value(layer, p2l_row):
-        return optimal_split(w[layer], p2l_row, gpu, G).value
-
+    gpu = np.arange(topology.num_slots) // topology.slots_per_gpu
     out = np.empty_like(prev)
     from_fresh = []
     for layer in range(L):
@@ -218,38 +207,17 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         def left():
             return None if end is None else max(0.0, end - time.perf_counter())
 
-        accept = (lambda row, layer=layer: split_value(layer, row) <= cap[layer]) if weighted else None
-        res = repair(w[layer], prev[layer], S, cap[layer], accept=accept, time_limit=left(),
-                     max_moves=topology.num_slots)
-        found = res.slot_item if res.reached else None
-        if found is None:
-            # the replica counts are off: adopt the fresh plan's counts, then repair from there
-            start2 = retarget_counts(w[layer], prev[layer], S, np.bincount(fresh_p2l[layer], minlength=E))
-            res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left(),
-                          max_moves=topology.num_slots, frozen=start2 != prev[layer])
-            found = res2.slot_item if res2.reached else None
-        aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
-        if found is not None:
-            # same contents per GPU, experts that stayed on a GPU back in their old slot
-            found = align_slots(prev[layer], found, S, E, permute_bins=False)
-        if not weighted and (found is None or (found != prev[layer]).sum() > topology.num_slots // 50):
-            # the fresh plan with slots put back to their previous expert where swaps allow it
-            aligned = undo_moves(w[layer], aligned, prev[layer], S, cap[layer], time_limit=left())
-        if found is not None and (found != prev[layer]).sum() <= (aligned != prev[layer]).sum():
-            out[layer] = found
-        else:
-            out[layer] = aligned
+        accept = None
+        if weighted:
+            def accept(row, layer=layer):
+                return optimal_split(w[layer], row, gpu, topology.num_gpus).value <= cap[layer]
+        out[layer], fresh_won = _migrate_layer(w[layer], prev[layer], fresh_p2l[layer], topology, cap[layer],
+                                               accept, left, weighted)
+        if fresh_won:
             from_fresh.append(int(layer))
-    shares = None
-    if weighted:
-        shares = np.empty(out.shape)
-        for layer in range(L):
-            res = optimal_split(w[layer], out[layer], gpu, G)
-            cnt = np.bincount(out[layer], minlength=E)
-            tot = w[layer][out[layer]]
-            shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[out[layer]])
+    shares = _split_shares(w, out, gpu, topology.num_gpus) if weighted else None
     mv = moves(prev, out)
-    mean = w.sum(axis=1) / G  # all-zero layers count as balanced
+    mean = w.sum(axis=1) / topology.num_gpus  # all-zero layers count as balanced
     info = {
         "method": "migration",
         "tolerance": float(tolerance),
@@ -260,3 +228,52 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         **mv.to_dict(),
     }
     return MethodOutput(out, shares=shares, info=info)
+
+
+def _fresh_reference(w: np.ndarray, topology: Topology, previous: Placement, fresh: MethodOutput | None,
+                     time_limit: float | None) -> MethodOutput:
+    """The from-scratch plan that migration is held against: ``fresh`` when given, else a fresh
+    weighted plan when ``previous`` dispatches with shares, else :func:`fresh_plan`; a plan
+    computed here gets half of ``time_limit`` (the search from previous the rest)."""
+    if fresh is not None:
+        return fresh
+    fresh_limit = None if time_limit is None else time_limit / 2
+    if previous.shares is not None:
+        # the engine dispatches with shares: compare against a fresh weighted plan
+        return get_method("weighted")(w, topology, time_limit=fresh_limit)
+    return fresh_plan(w, topology, time_limit=fresh_limit)
+
+
+def _migrate_layer(w: np.ndarray, prev: np.ndarray, fresh: np.ndarray, topology: Topology, cap: float, accept,
+                   left, weighted: bool) -> tuple[np.ndarray, bool]:
+    """One layer: slots [R] within ``cap`` moving few experts from ``prev``, and whether they are
+    the (relabelled) fresh plan. ``accept`` checks a weighted row; ``left()`` is the time left."""
+    S, E, R = topology.slots_per_gpu, w.size, topology.num_slots
+    res = repair(w, prev, S, cap, accept=accept, time_limit=left(), max_moves=R)
+    found = res.slot_item if res.reached else None
+    if found is None:
+        # the replica counts are off: adopt the fresh plan's counts, then repair from there
+        start2 = retarget_counts(w, prev, S, np.bincount(fresh, minlength=E))
+        res2 = repair(w, start2, S, cap, accept=accept, time_limit=left(), max_moves=R, frozen=start2 != prev)
+        found = res2.slot_item if res2.reached else None
+    aligned = align_slots(prev, fresh, S, E)
+    if found is not None:
+        # same contents per GPU, experts that stayed on a GPU back in their old slot
+        found = align_slots(prev, found, S, E, permute_bins=False)
+    if not weighted and (found is None or (found != prev).sum() > R // 50):
+        # the fresh plan with slots put back to their previous expert where swaps allow it
+        aligned = undo_moves(w, aligned, prev, S, cap, time_limit=left())
+    if found is not None and (found != prev).sum() <= (aligned != prev).sum():
+        return found, False
+    return aligned, True
+
+
+def _split_shares(w: np.ndarray, phy2log: np.ndarray, gpu: np.ndarray, num_gpus: int) -> np.ndarray:
+    """[L, R] optimal shares of each slot map (an even split for experts without load)."""
+    shares = np.empty(phy2log.shape)
+    for layer in range(w.shape[0]):
+        res = optimal_split(w[layer], phy2log[layer], gpu, num_gpus)
+        cnt = np.bincount(phy2log[layer], minlength=w.shape[1])
+        tot = w[layer][phy2log[layer]]
+        shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[phy2log[layer]])
+    return shares
