@@ -116,15 +116,6 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
                work_limit: float | None = None, backend: str = "cpsat", workers: int | None = None,
                tol: float = DEFAULT_TOL, layers: np.ndarray | None = None, start: np.ndarray | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
-
-    time_limit: wall-clock seconds per layer (default 2, or none when a work_limit is given);
-    work_limit: deterministic budget per layer (see the module notes); workers: layers solved at
-    once (default: with two slots per GPU, one worker process per available CPU when the layers'
-    time limits add up to at least MIN_PROCESS_WORK seconds, else one at a time in this process;
-    with more slots, up to 4 threads); tol: layers within this fraction of their certified bound
-    are proven good enough and not searched; layers: [k] row indices to solve (the others keep
-    the start plan); start: phy2log [L, R] to start from (default: per layer the better of
-    balanced and deepseek). No layer ends worse than its start.
     """
     if backend not in BACKENDS:
         raise EplbError(f"unknown exact backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -139,17 +130,7 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         if isinstance(work_limit, bool) or not isinstance(work_limit, (int, float)) or not 0 < work_limit < np.inf:
             raise EplbError(f"work_limit must be a positive, finite number, got {work_limit!r}; give e.g. work_limit=1")
         work_limit = float(work_limit)
-    init, init_counts = balanced_plan(w, topology)
-    if start is None:
-        ref = deepseek(w, topology).phy2log
-        use_ref = max_gpu_load(w, ref, G) < max_gpu_load(w, init, G)
-        start = np.where(use_ref[:, None], ref, init)
-    phy2log = np.array(start, dtype=np.int64, copy=True)
-    counts = replica_counts(phy2log, E)
-    # the search starts from the start plan where it can, else from balanced
-    ok = _searchable(phy2log, counts, topology)
-    init = np.where(ok[:, None], phy2log, init)
-    init_counts = np.where(ok[:, None], counts, init_counts)
+    phy2log, init, init_counts = _start_plans(w, topology, start)
     lower = basic_bounds(w, topology)
     bound = lower.copy()
     rows = np.arange(L) if layers is None else np.asarray(layers, dtype=np.int64)
@@ -161,33 +142,8 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     rows = rows[init_counts[rows].max(axis=1) <= G]
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise EplbError(f"workers must be a positive integer, got {workers!r}")
-    if topology.slots_per_gpu == 2:
-        # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
-        # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
-        # unless the search is too short to pay for starting them (about a second each) or this already is a
-        # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
-        work = (tl if tl is not None else work_limit) * len(rows)
-        many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
-        procs = min(int(workers or (usable_cpus() if many else 1)), len(rows))
-        jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
-        if procs <= 1:
-            results = _solve_layers((jobs, topology, tl, work_limit, backend, tol))
-        else:
-            parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
-            with process_pool(procs) as pool:
-                done = list(pool.map(_solve_layers, parts))
-            results = [None] * len(jobs)
-            for k, part in enumerate(done):
-                results[k::procs] = part
-    else:
-        def job(i):
-            return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
-
-        pool = ThreadPoolExecutor(max_workers=int(workers or min(LAYER_THREADS, usable_cpus())))
-        try:
-            results = list(pool.map(job, rows))
-        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
-            pool.shutdown(wait=True, cancel_futures=True)
+    jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
+    results = _search(jobs, topology, tl, work_limit, backend, tol, workers)
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
@@ -196,6 +152,54 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
             phy2log[i] = p2l
             cur[i] = new
     return phy2log, bound, cur
+
+
+def _start_plans(w: np.ndarray, topology: Topology, start: np.ndarray | None):
+    """The plan to improve (``start``, default per layer the better of balanced and deepseek) and
+    where the search starts: that plan where the search can take it, else balanced's. Returns
+    phy2log [L, R] (a copy), init [L, R] and init counts [L, E]."""
+    G, E = topology.num_gpus, w.shape[1]
+    init, init_counts = balanced_plan(w, topology)
+    if start is None:
+        ref = deepseek(w, topology).phy2log
+        use_ref = max_gpu_load(w, ref, G) < max_gpu_load(w, init, G)
+        start = np.where(use_ref[:, None], ref, init)
+    phy2log = np.array(start, dtype=np.int64, copy=True)
+    counts = replica_counts(phy2log, E)
+    ok = _searchable(phy2log, counts, topology)
+    init = np.where(ok[:, None], phy2log, init)
+    init_counts = np.where(ok[:, None], counts, init_counts)
+    return phy2log, init, init_counts
+
+
+def _search(jobs: list, topology: Topology, tl, work_limit, backend: str, tol: float, workers: int | None) -> list:
+    """Solve the layers of ``jobs`` (weights, counts, start slots, lower bound), side by side;
+    returns their (phy2log, bound) in order."""
+    if topology.slots_per_gpu != 2:
+        def job(args):
+            return _solve_layer(args[0], args[1], args[2], topology, args[3], tl, work_limit, backend, tol)
+
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(LAYER_THREADS, usable_cpus())))
+        try:
+            return list(pool.map(job, jobs))
+        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
+            pool.shutdown(wait=True, cancel_futures=True)
+    # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
+    # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
+    # unless the search is too short to pay for starting them (about a second each) or this already is a
+    # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
+    work = (tl if tl is not None else work_limit) * len(jobs)
+    many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
+    procs = min(int(workers or (usable_cpus() if many else 1)), len(jobs))
+    if procs <= 1:
+        return _solve_layers((jobs, topology, tl, work_limit, backend, tol))
+    parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
+    with process_pool(procs) as pool:
+        done = list(pool.map(_solve_layers, parts))
+    results = [None] * len(jobs)
+    for k, part in enumerate(done):
+        results[k::procs] = part
+    return results
 
 
 def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
