@@ -138,6 +138,29 @@ def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.n
     return out
 
 
+def _refine(arr: np.ndarray, G: int, spares: np.ndarray, ratio: np.ndarray, bound: np.ndarray, step: int,
+            target: float):
+    """Measure the spare counts inside the step below each all-layer answer (smallest spare count
+    for all layers and for their mean), so both are exact. Returns spares, ratio, bound (with the
+    new columns, in spare order) and the two answers."""
+    mean = arr.sum(axis=1) / G
+    all_min, mean_min = _all_and_mean(ratio, spares, target)
+    extra = set()
+    for k in (all_min, mean_min):
+        if k > 0 and step > 1:
+            extra.update(range(max(0, k - step + 1), k))
+    if extra:
+        ks = np.array(sorted(extra), dtype=np.int64)
+        a2, b2 = balance_curve(arr, G, ks)
+        spares = np.concatenate([spares, ks])
+        order = np.argsort(spares, kind="stable")
+        spares = spares[order]
+        ratio = np.concatenate([ratio, _ratio(a2, mean)], axis=1)[:, order]
+        bound = np.concatenate([bound, _ratio(b2, mean)], axis=1)[:, order]
+        all_min, mean_min = _all_and_mean(ratio, spares, target)
+    return spares, ratio, bound, all_min, mean_min
+
+
 def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, max_spare: int | None = None,
                     step: int | None = None, layers=None) -> RedundancyPlan:
     """Balance curve against spare slots and the smallest spare counts meeting ``target``.
@@ -176,21 +199,7 @@ def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, ma
         spares = np.append(spares, max_spare)
     ach, bnd = balance_curve(arr, G, spares)
     ratio, bound = _ratio(ach, mean), _ratio(bnd, mean)
-    all_min, mean_min = _all_and_mean(ratio, spares, target)
-    # refine the all-layer answers inside their bracketing step
-    extra = set()
-    for k in (all_min, mean_min):
-        if k > 0 and step > 1:
-            extra.update(range(max(0, k - step + 1), k))
-    if extra:
-        ks = np.array(sorted(extra), dtype=np.int64)
-        a2, b2 = balance_curve(arr, G, ks)
-        spares = np.concatenate([spares, ks])
-        order = np.argsort(spares, kind="stable")
-        spares = spares[order]
-        ratio = np.concatenate([ratio, _ratio(a2, mean)], axis=1)[:, order]
-        bound = np.concatenate([bound, _ratio(b2, mean)], axis=1)[:, order]
-        all_min, mean_min = _all_and_mean(ratio, spares, target)
+    spares, ratio, bound, all_min, mean_min = _refine(arr, G, spares, ratio, bound, step, target)
     per_layer = smallest_spare(ratio, spares, target)
     uni = uniform_spares(E, G, max_spare)
     if uni.size:
