@@ -17,7 +17,7 @@ import functools
 import io
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -328,8 +328,3 @@ def write_results(df, path: str | os.PathLike) -> None:
         df.to_parquet(buf, index=False)
         data = buf.getvalue()
     write_file(path, data)
-
-
-def config_fields() -> list[str]:
-    """Field names of :class:`SweepConfig`."""
-    return [f.name for f in fields(SweepConfig)]
