@@ -24,7 +24,7 @@ import numpy as np
 
 import eplb
 from eplb._stamp import write_results
-from eplb.policies.deepseek import deepseek_rebalance
+from eplb.methods.deepseek import deepseek_rebalance
 from traces import load_workload, workloads
 
 OUT = Path(__file__).parent / "results" / "bench_deepseek.md"

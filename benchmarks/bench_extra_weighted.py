@@ -24,7 +24,7 @@ from pathlib import Path
 
 import eplb
 from eplb._stamp import write_results
-from eplb.policies.weighted import optimal_shares
+from eplb.methods.weighted import optimal_shares
 from traces import load_workload, workloads
 
 OUT = Path(__file__).parent / "results" / "bench_extra_weighted.md"

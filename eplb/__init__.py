@@ -13,14 +13,14 @@ from eplb.api import DEFAULT_METHOD, place, rebalance_experts
 from eplb.errors import EplbError
 from eplb.evaluate import Evaluation, evaluate, gpu_loads, lower_bound
 from eplb.placement import FORMAT, Placement, load_placement, schema
-from eplb.policies import describe_methods, methods
+from eplb.methods import describe_methods, methods
 from eplb.topology import PRESETS, Topology, preset
 
 # heavier entry points, imported on first use so `import eplb` stays light
 _LAZY = {
     "migrate": "eplb.migration",
     "moves": "eplb.migration",
-    "optimal_shares": "eplb.policies.weighted",
+    "optimal_shares": "eplb.methods.weighted",
     "plan_redundancy": "eplb.redundancy",
 }
 

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["process_pool"]
+__all__ = ["process_pool", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity on Linux, else all of the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _ignore_sigint() -> None:

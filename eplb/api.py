@@ -6,8 +6,8 @@ import time
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.placement import Placement
-from eplb.policies import check_options, check_time_limit, get_method
+from eplb.placement import Placement, replica_counts
+from eplb.methods import check_options, check_time_limit, get_method
 from eplb.topology import Topology
 from traces import ExpertLoads, TraceError, from_array
 
@@ -68,8 +68,7 @@ def place(
     if out.log2phy is None:
         return Placement.from_phy2log(out.phy2log, topology, el.num_experts, layers=el.layers, method=name,
                                       shares=out.shares, info=info)
-    logcnt = np.zeros((el.num_layers, el.num_experts), dtype=np.int64)
-    np.add.at(logcnt, (np.repeat(np.arange(el.num_layers), topology.num_slots), out.phy2log.ravel()), 1)
+    logcnt = replica_counts(out.phy2log, el.num_experts)
     return Placement(out.phy2log, out.log2phy, logcnt, el.layers, topology, name, out.shares, info)
 
 

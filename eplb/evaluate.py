@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.placement import Placement
+from eplb.placement import Placement, replica_counts
 from solvers import average_bound, replica_bound
 
-__all__ = ["Evaluation", "Summary", "evaluate", "gpu_loads", "lower_bound"]
+__all__ = ["Evaluation", "Summary", "evaluate", "gpu_loads", "max_gpu_load", "lower_bound"]
 
 _SUMMARY_ROWS = (  # (key, label, format)
     ("layers", "layers", "d"),
@@ -39,6 +39,14 @@ def gpu_loads(placement: Placement, loads: np.ndarray) -> np.ndarray:
     per_slot = np.take_along_axis(loads, placement.phy2log, axis=1) * placement.replica_shares()
     t = placement.topology
     return per_slot.reshape(placement.num_layers, t.num_gpus, t.slots_per_gpu).sum(axis=2)
+
+
+def max_gpu_load(loads: np.ndarray, phy2log: np.ndarray, num_gpus: int) -> np.ndarray:
+    """Heaviest GPU of an even-split slot map, without building a Placement: loads [L, E] and
+    phy2log [L, R] -> [L] (each replica gets an equal part of its expert's load)."""
+    cnt = replica_counts(phy2log, loads.shape[1])
+    per = np.take_along_axis(loads / np.maximum(cnt, 1), phy2log, axis=1)
+    return per.reshape(loads.shape[0], num_gpus, -1).sum(axis=2).max(axis=1)
 
 
 def lower_bound(loads: np.ndarray, topology) -> np.ndarray:

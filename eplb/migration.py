@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.placement import Placement
-from eplb.policies import PolicyOutput, get_method, methods
+from eplb.placement import Placement, replica_counts
+from eplb.methods import MethodOutput, get_method, methods
 from eplb.topology import Topology
 from solvers.migration import align_slots, repair, retarget_counts, slot_changes, undo_moves
 from solvers.splitting import optimal_split
@@ -89,13 +89,13 @@ class Moves:
 def _p2l(x) -> np.ndarray:
     if isinstance(x, Placement):
         return x.phy2log
-    if isinstance(x, PolicyOutput):
+    if isinstance(x, MethodOutput):
         return np.asarray(x.phy2log, dtype=np.int64)
     return np.asarray(x, dtype=np.int64)
 
 
 def moves(previous, new, *, bytes_per_expert: int = DEEPSEEK_V3_EXPERT_BYTES) -> Moves:
-    """Slots whose expert changed between ``previous`` and ``new`` (Placements, PolicyOutputs
+    """Slots whose expert changed between ``previous`` and ``new`` (Placements, MethodOutputs
     or phy2log arrays [L, R] of the same shape), and the bytes that must be copied.
 
     >>> import numpy as np
@@ -130,18 +130,17 @@ def _check_previous(previous, loads: np.ndarray, topology: Topology) -> np.ndarr
     return previous.phy2log
 
 
-def _gpu_max(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topology) -> np.ndarray:
+def _max_gpu_load(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topology) -> np.ndarray:
     """[L] heaviest GPU of a map (even split unless shares [L, R] are given)."""
-    L, R = phy2log.shape
+    L = phy2log.shape[0]
     if shares is None:
-        cnt = np.zeros(loads.shape, dtype=np.int64)
-        np.add.at(cnt, (np.repeat(np.arange(L), R), phy2log.ravel()), 1)
+        cnt = replica_counts(phy2log, loads.shape[1])
         shares = 1.0 / np.take_along_axis(cnt, phy2log, axis=1)
     per_slot = np.take_along_axis(loads, phy2log, axis=1) * shares
     return per_slot.reshape(L, topology.num_gpus, topology.slots_per_gpu).sum(axis=2).max(axis=1)
 
 
-def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None) -> PolicyOutput:
+def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None) -> MethodOutput:
     """The reference for migration: the best from-scratch even-split plan available, per layer
     (method "auto" when registered, else the better of DeepSeek's global and hierarchical
     policies in each layer). loads: [L, E]."""
@@ -149,7 +148,7 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
     best, best_max = None, None
     for name in names:
         out = get_method(name)(loads, topology, time_limit=time_limit)
-        mx = _gpu_max(loads, np.asarray(out.phy2log, dtype=np.int64), out.shares, topology)
+        mx = _max_gpu_load(loads, np.asarray(out.phy2log, dtype=np.int64), out.shares, topology)
         if best is None:
             best, best_max = np.array(out.phy2log, dtype=np.int64), mx
             best_shares = None if out.shares is None else np.array(out.shares, dtype=np.float64)
@@ -164,11 +163,11 @@ def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         best_max = np.minimum(best_max, mx)
     if best_shares is not None and np.isnan(best_shares).any():  # mixed: drop shares, keep even split
         best_shares = None
-    return PolicyOutput(best, shares=best_shares, info={"fresh_methods": names})
+    return MethodOutput(best, shares=best_shares, info={"fresh_methods": names})
 
 
 def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float = 0.01,
-            fresh: PolicyOutput | None = None, time_limit: float | None = None) -> PolicyOutput:
+            fresh: MethodOutput | None = None, time_limit: float | None = None) -> MethodOutput:
     """A placement within ``tolerance`` of a from-scratch plan that moves few expert weights.
 
     loads: [L, E] float64; previous: the placement on the GPUs now (same topology and experts);
@@ -178,7 +177,7 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     carries optimal shares too. ``time_limit`` bounds
     the whole call (the fallback for a layer is always the relabelled fresh plan).
 
-    Returns a PolicyOutput (phy2log [L, R], shares [L, R] or None) whose info holds
+    Returns a MethodOutput (phy2log [L, R], shares [L, R] or None) whose info holds
     ``slots_moved``, ``bytes_moved``, ``fraction_moved``, ``slots_moved_per_layer``,
     ``layers_unchanged``, ``layers_from_fresh`` and the target definition.
     """
@@ -189,26 +188,15 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 10):
         raise EplbError(f"tolerance must be a number in [0, 10) (e.g. 0.01 for 1%), got {tolerance!r}")
     start = time.perf_counter()
-    L, E = w.shape
-    G, S = topology.num_gpus, topology.slots_per_gpu
-    # a fresh plan computed here gets half of the time limit, the search from previous the rest
-    fresh_limit = None if time_limit is None else time_limit / 2
-    if fresh is None and previous.shares is not None:
-        # the engine dispatches with shares: compare against a fresh weighted plan
-        fresh = get_method("weighted")(w, topology, time_limit=fresh_limit)
-    if fresh is None:
-        fresh = fresh_plan(w, topology, time_limit=fresh_limit)
+    L = w.shape[0]
+    fresh = _fresh_reference(w, topology, previous, fresh, time_limit)
     fresh_p2l = np.asarray(fresh.phy2log, dtype=np.int64)
     if fresh_p2l.shape != prev.shape:
         raise EplbError(f"fresh plan has shape {fresh_p2l.shape} but the previous placement {prev.shape}")
     weighted = fresh.shares is not None
-    fresh_max = _gpu_max(w, fresh_p2l, fresh.shares, topology)
+    fresh_max = _max_gpu_load(w, fresh_p2l, fresh.shares, topology)
     cap = fresh_max * (1.0 + tolerance)
-    gpu = np.arange(topology.num_slots) // S
-
-    def split_value(layer, p2l_row):
-        return optimal_split(w[layer], p2l_row, gpu, G).value
-
+    gpu = np.arange(topology.num_slots) // topology.slots_per_gpu
     out = np.empty_like(prev)
     from_fresh = []
     for layer in range(L):
@@ -219,40 +207,19 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         def left():
             return None if end is None else max(0.0, end - time.perf_counter())
 
-        accept = (lambda row, layer=layer: split_value(layer, row) <= cap[layer]) if weighted else None
-        res = repair(w[layer], prev[layer], S, cap[layer], accept=accept, time_limit=left(),
-                     max_moves=topology.num_slots)
-        found = res.slot_item if res.reached else None
-        if found is None:
-            # the replica counts are off: adopt the fresh plan's counts, then repair from there
-            start2 = retarget_counts(w[layer], prev[layer], S, np.bincount(fresh_p2l[layer], minlength=E))
-            res2 = repair(w[layer], start2, S, cap[layer], accept=accept, time_limit=left(),
-                          max_moves=topology.num_slots, frozen=start2 != prev[layer])
-            found = res2.slot_item if res2.reached else None
-        aligned = align_slots(prev[layer], fresh_p2l[layer], S, E)
-        if found is not None:
-            # same contents per GPU, experts that stayed on a GPU back in their old slot
-            found = align_slots(prev[layer], found, S, E, permute_bins=False)
-        if not weighted and (found is None or (found != prev[layer]).sum() > topology.num_slots // 50):
-            # the fresh plan with slots put back to their previous expert where swaps allow it
-            aligned = undo_moves(w[layer], aligned, prev[layer], S, cap[layer], time_limit=left())
-        if found is not None and (found != prev[layer]).sum() <= (aligned != prev[layer]).sum():
-            out[layer] = found
-        else:
-            out[layer] = aligned
+        accept = None
+        if weighted:
+            def accept(row, layer=layer):
+                return optimal_split(w[layer], row, gpu, topology.num_gpus).value <= cap[layer]
+        out[layer], fresh_won = _migrate_layer(w[layer], prev[layer], fresh_p2l[layer], topology, cap[layer],
+                                               accept, left, weighted)
+        if fresh_won:
             from_fresh.append(int(layer))
-    shares = None
-    if weighted:
-        shares = np.empty(out.shape)
-        for layer in range(L):
-            res = optimal_split(w[layer], out[layer], gpu, G)
-            cnt = np.bincount(out[layer], minlength=E)
-            tot = w[layer][out[layer]]
-            shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[out[layer]])
+    shares = _split_shares(w, out, gpu, topology.num_gpus) if weighted else None
     mv = moves(prev, out)
-    mean = w.sum(axis=1) / G  # all-zero layers count as balanced
+    mean = w.sum(axis=1) / topology.num_gpus  # all-zero layers count as balanced
     info = {
-        "policy": "migration",
+        "method": "migration",
         "tolerance": float(tolerance),
         "target": "per layer: max GPU load <= (1 + tolerance) x the fresh plan's",
         "fresh_imbalance_mean": float(np.where(mean > 0, fresh_max / np.where(mean > 0, mean, 1.0), 1.0).mean()),
@@ -260,4 +227,53 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
         "layers_from_fresh": from_fresh,
         **mv.to_dict(),
     }
-    return PolicyOutput(out, shares=shares, info=info)
+    return MethodOutput(out, shares=shares, info=info)
+
+
+def _fresh_reference(w: np.ndarray, topology: Topology, previous: Placement, fresh: MethodOutput | None,
+                     time_limit: float | None) -> MethodOutput:
+    """The from-scratch plan that migration is held against: ``fresh`` when given, else a fresh
+    weighted plan when ``previous`` dispatches with shares, else :func:`fresh_plan`; a plan
+    computed here gets half of ``time_limit`` (the search from previous the rest)."""
+    if fresh is not None:
+        return fresh
+    fresh_limit = None if time_limit is None else time_limit / 2
+    if previous.shares is not None:
+        # the engine dispatches with shares: compare against a fresh weighted plan
+        return get_method("weighted")(w, topology, time_limit=fresh_limit)
+    return fresh_plan(w, topology, time_limit=fresh_limit)
+
+
+def _migrate_layer(w: np.ndarray, prev: np.ndarray, fresh: np.ndarray, topology: Topology, cap: float, accept,
+                   left, weighted: bool) -> tuple[np.ndarray, bool]:
+    """One layer: slots [R] within ``cap`` moving few experts from ``prev``, and whether they are
+    the (relabelled) fresh plan. ``accept`` checks a weighted row; ``left()`` is the time left."""
+    S, E, R = topology.slots_per_gpu, w.size, topology.num_slots
+    res = repair(w, prev, S, cap, accept=accept, time_limit=left(), max_moves=R)
+    found = res.slot_item if res.reached else None
+    if found is None:
+        # the replica counts are off: adopt the fresh plan's counts, then repair from there
+        start2 = retarget_counts(w, prev, S, np.bincount(fresh, minlength=E))
+        res2 = repair(w, start2, S, cap, accept=accept, time_limit=left(), max_moves=R, frozen=start2 != prev)
+        found = res2.slot_item if res2.reached else None
+    aligned = align_slots(prev, fresh, S, E)
+    if found is not None:
+        # same contents per GPU, experts that stayed on a GPU back in their old slot
+        found = align_slots(prev, found, S, E, permute_bins=False)
+    if not weighted and (found is None or (found != prev).sum() > R // 50):
+        # the fresh plan with slots put back to their previous expert where swaps allow it
+        aligned = undo_moves(w, aligned, prev, S, cap, time_limit=left())
+    if found is not None and (found != prev).sum() <= (aligned != prev).sum():
+        return found, False
+    return aligned, True
+
+
+def _split_shares(w: np.ndarray, phy2log: np.ndarray, gpu: np.ndarray, num_gpus: int) -> np.ndarray:
+    """[L, R] optimal shares of each slot map (an even split for experts without load)."""
+    shares = np.empty(phy2log.shape)
+    for layer in range(w.shape[0]):
+        res = optimal_split(w[layer], phy2log[layer], gpu, num_gpus)
+        cnt = np.bincount(phy2log[layer], minlength=w.shape[1])
+        tot = w[layer][phy2log[layer]]
+        shares[layer] = np.where(tot > 0, res.amount / np.where(tot > 0, tot, 1.0), 1.0 / cnt[phy2log[layer]])
+    return shares

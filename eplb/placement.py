@@ -24,7 +24,7 @@ from eplb._io import write_file
 from eplb.errors import EplbError
 from eplb.topology import Topology
 
-__all__ = ["Placement", "FORMAT", "load_placement", "schema"]
+__all__ = ["Placement", "FORMAT", "load_placement", "schema", "replica_counts"]
 
 FORMAT = "eplb.placement/v1"
 
@@ -56,11 +56,18 @@ def as_int_array(x, name: str, ndim: int) -> np.ndarray:
 _KINDS = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes"}
 
 
+def replica_counts(phy2log: np.ndarray, num_experts: int) -> np.ndarray:
+    """Replicas of each logical expert: ``phy2log`` [L, R] -> [L, E] int64 (``logcnt``)."""
+    phy2log = np.asarray(phy2log, dtype=np.int64)
+    L = phy2log.shape[0]
+    flat = (phy2log + np.arange(L)[:, None] * num_experts).ravel()
+    return np.bincount(flat, minlength=L * num_experts).reshape(L, num_experts).astype(np.int64)
+
+
 def logical_maps(phy2log: np.ndarray, num_experts: int) -> tuple[np.ndarray, np.ndarray]:
     """``log2phy`` (replicas in slot order, -1 padded) and ``logcnt`` from ``phy2log`` [L, R]."""
     L, R = phy2log.shape
-    flat = (phy2log + np.arange(L)[:, None] * num_experts).ravel()
-    logcnt = np.bincount(flat, minlength=L * num_experts).reshape(L, num_experts).astype(np.int64)
+    logcnt = replica_counts(phy2log, num_experts)
     width = max(1, int(logcnt.max()) if logcnt.size else 1)
     order = np.argsort(phy2log, axis=1, kind="stable")  # slots grouped by expert, ascending slot
     sorted_e = np.take_along_axis(phy2log, order, axis=1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
+from eplb.placement import replica_counts
 from eplb.topology import MAX_SLOTS, Topology
 from solvers.redundancy import balance_curve, smallest_spare, spread_slots
 
@@ -118,7 +119,7 @@ def _all_and_mean(ratio: np.ndarray, spares: np.ndarray, target: float) -> tuple
 def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.ndarray:
     """[L, K] heaviest GPU of method "auto" (when registered) on each uniform layout; +inf
     where it is not available, so the planner's own packing is used."""
-    from eplb.policies import get_method, methods
+    from eplb.methods import get_method, methods
 
     out = np.full((arr.shape[0], spares.size), np.inf)
     if "auto" not in methods():
@@ -131,11 +132,33 @@ def _method_curve(arr: np.ndarray, topology, G: int, spares: np.ndarray) -> np.n
             p2l = np.asarray(get_method("auto")(arr, topo).phy2log, dtype=np.int64)
         except (EplbError, ValueError):
             continue
-        cnt = np.zeros(arr.shape, dtype=np.int64)
-        np.add.at(cnt, (np.repeat(np.arange(arr.shape[0]), p2l.shape[1]), p2l.ravel()), 1)
+        cnt = replica_counts(p2l, arr.shape[1])
         per_slot = np.take_along_axis(arr, p2l, axis=1) / np.take_along_axis(cnt, p2l, axis=1)
         out[:, j] = per_slot.reshape(arr.shape[0], G, S).sum(axis=2).max(axis=1)
     return out
+
+
+def _refine(arr: np.ndarray, G: int, spares: np.ndarray, ratio: np.ndarray, bound: np.ndarray, step: int,
+            target: float):
+    """Measure the spare counts inside the step below each all-layer answer (smallest spare count
+    for all layers and for their mean), so both are exact. Returns spares, ratio, bound (with the
+    new columns, in spare order) and the two answers."""
+    mean = arr.sum(axis=1) / G
+    all_min, mean_min = _all_and_mean(ratio, spares, target)
+    extra = set()
+    for k in (all_min, mean_min):
+        if k > 0 and step > 1:
+            extra.update(range(max(0, k - step + 1), k))
+    if extra:
+        ks = np.array(sorted(extra), dtype=np.int64)
+        a2, b2 = balance_curve(arr, G, ks)
+        spares = np.concatenate([spares, ks])
+        order = np.argsort(spares, kind="stable")
+        spares = spares[order]
+        ratio = np.concatenate([ratio, _ratio(a2, mean)], axis=1)[:, order]
+        bound = np.concatenate([bound, _ratio(b2, mean)], axis=1)[:, order]
+        all_min, mean_min = _all_and_mean(ratio, spares, target)
+    return spares, ratio, bound, all_min, mean_min
 
 
 def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, max_spare: int | None = None,
@@ -176,21 +199,7 @@ def plan_redundancy(loads, topology: Topology | int, *, target: float = 1.05, ma
         spares = np.append(spares, max_spare)
     ach, bnd = balance_curve(arr, G, spares)
     ratio, bound = _ratio(ach, mean), _ratio(bnd, mean)
-    all_min, mean_min = _all_and_mean(ratio, spares, target)
-    # refine the all-layer answers inside their bracketing step
-    extra = set()
-    for k in (all_min, mean_min):
-        if k > 0 and step > 1:
-            extra.update(range(max(0, k - step + 1), k))
-    if extra:
-        ks = np.array(sorted(extra), dtype=np.int64)
-        a2, b2 = balance_curve(arr, G, ks)
-        spares = np.concatenate([spares, ks])
-        order = np.argsort(spares, kind="stable")
-        spares = spares[order]
-        ratio = np.concatenate([ratio, _ratio(a2, mean)], axis=1)[:, order]
-        bound = np.concatenate([bound, _ratio(b2, mean)], axis=1)[:, order]
-        all_min, mean_min = _all_and_mean(ratio, spares, target)
+    spares, ratio, bound, all_min, mean_min = _refine(arr, G, spares, ratio, bound, step, target)
     per_layer = smallest_spare(ratio, spares, target)
     uni = uniform_spares(E, G, max_spare)
     if uni.size:

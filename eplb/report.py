@@ -56,9 +56,9 @@ def compare_methods(loads, topology: Topology, methods=None, *, time_limit: floa
     ``previous`` go to the methods that take them."""
     from eplb.api import place
     from eplb.evaluate import evaluate
-    from eplb.policies import describe_methods, method_options
+    from eplb.methods import describe_methods, method_options
 
-    from eplb.policies import methods as registered
+    from eplb.methods import methods as registered
 
     described = describe_methods()
     # by default every method that plans from scratch, plus the migration-aware ones when there is a previous

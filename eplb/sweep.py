@@ -17,7 +17,7 @@ import functools
 import io
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +107,7 @@ def grid(presets, redundancies, workloads, methods, *, ep_sizes=None, num_layers
     with ``skipped`` a list of ``(preset, ep_size, redundancy, workload, reason)`` for the
     combinations whose slots do not divide over the GPUs.
     """
-    from eplb.policies import methods as all_methods
+    from eplb.methods import methods as all_methods
     from traces import workloads as all_workloads
 
     presets = list(PRESETS) if presets in (None, "all") else list(presets)
@@ -153,7 +153,7 @@ def run_config(config: SweepConfig) -> dict:
     Bad input (a method refusing the topology, say) is reported in the ``error`` column."""
     from eplb.api import place
     from eplb.evaluate import evaluate
-    from eplb.policies import method_options
+    from eplb.methods import method_options
 
     loads = _loads(config.workload)
     arr, layers = loads.loads, loads.layers
@@ -328,8 +328,3 @@ def write_results(df, path: str | os.PathLike) -> None:
         df.to_parquet(buf, index=False)
         data = buf.getvalue()
     write_file(path, data)
-
-
-def config_fields() -> list[str]:
-    """Field names of :class:`SweepConfig`."""
-    return [f.name for f in fields(SweepConfig)]

@@ -30,7 +30,7 @@ def test_auto_never_worse_than_deepseek_on_real_files(preset):
 
 
 def test_auto_takes_deepseek_rows_where_they_win(monkeypatch):
-    from eplb.policies import auto as auto_mod
+    from eplb.methods import auto as auto_mod
 
     loads = np.random.default_rng(0).lognormal(0, 1, (4, 16)) * 10
     topo = eplb.Topology(2, 2, 5)

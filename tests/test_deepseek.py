@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import eplb
-from eplb.policies.deepseek import deepseek_rebalance
+from eplb.methods.deepseek import deepseek_rebalance
 from traces import load_workload
 
 PRESET_ARGS = {"deepseek-v3-prefill": (288, 8, 4, 32), "deepseek-v3-decode": (288, 8, 18, 144)}
@@ -80,7 +80,7 @@ def test_prefill_uses_hierarchical_and_decode_global():
     loads = load_workload("prefill_in1024")
     pre = eplb.place(loads, eplb.preset("deepseek-v3-prefill"), "deepseek")
     dec = eplb.place(loads, eplb.preset("deepseek-v3-decode"), "deepseek")
-    assert pre.info["policy"] == "hierarchical" and dec.info["policy"] == "global"
+    assert pre.info["method"] == "hierarchical" and dec.info["method"] == "global"
     # hierarchical keeps every replica of an expert on the node its group was packed to
     t = pre.topology
     node = pre.gpu_of_slot() // t.gpus_per_node

@@ -8,7 +8,7 @@ import eplb
 import traces
 import traces.gate
 from eplb.dispatch import simulate
-from eplb.policies.dispatch_aware import _arc_tables, arc_step_max, replica_graph_connected, ring_layout
+from eplb.methods.dispatch_aware import arc_tables, arc_step_max, replica_graph_connected, ring_layout
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_arc_formula_matches_linear_programming(W, cnt, seed):
     order, spans, _ = ring_layout(counts, per, W)
     single = rng.gamma(1.0, size=W) * rng.integers(0, 2, size=W)
     ring_loads = rng.gamma(1.0, size=order.size)
-    members, trapped, lengths = _arc_tables(spans, W)
+    members, trapped, lengths = arc_tables(spans, W)
     got = arc_step_max(single[None], ring_loads[None], members, trapped, lengths)[0]
     want = _lp_min_max(single, ring_loads, spans, W)
     assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
@@ -193,6 +193,6 @@ def test_water_fill_reaches_the_best_split_on_the_ring(seed):
     single = np.bincount(gpu[np.isin(p.phy2log[0], np.flatnonzero(p.logcnt[0] == 1))],
                          weights=counts[p.phy2log[0][np.isin(p.phy2log[0], np.flatnonzero(p.logcnt[0] == 1))]],
                          minlength=6)
-    members, trapped, lengths = _arc_tables(spans, 6)
+    members, trapped, lengths = arc_tables(spans, 6)
     best = arc_step_max(single[None], counts[ring][None], members, trapped, lengths)[0]
     assert best - 1e-9 <= got <= best * 1.01 + 3

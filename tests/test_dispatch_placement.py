@@ -3,20 +3,14 @@ import pytest
 
 import eplb
 import traces
-from eplb.policies.node_aware import coactivation_graph, routing_sample
-from eplb.policies.robust import step_objective
+from eplb.methods.node_aware import routing_sample
+from eplb.methods.robust import step_objective
 
 
 @pytest.fixture(scope="module")
 def prefill4():
     wl = traces.load_workload("prefill_in1024")
     return traces.from_array(wl.loads[:4], layers=wl.layers[:4])
-
-
-def test_coactivation_graph_counts_pairs():
-    ex = np.array([[0, 1, 2], [0, 1, -1], [3, 4, 5]])
-    g = coactivation_graph(ex, 6)
-    assert g[0][1]["weight"] == 2 and g[1][2]["weight"] == 1 and not g.has_edge(2, 3)
 
 
 def test_node_aware_budget_trades_balance_for_nodes(prefill4):

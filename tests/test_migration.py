@@ -8,6 +8,7 @@ import eplb
 import traces
 from eplb.cli import main
 from eplb.migration import DEEPSEEK_V3_EXPERT_BYTES, expert_bytes, fresh_plan, migrate, moves
+from eplb.methods import get_method
 from solvers.migration import align_slots, repair, slot_changes
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,7 +127,7 @@ def test_migrate_with_weighted_fresh_keeps_shares():
     topo = eplb.preset("deepseek-v3-prefill")
     prev = eplb.place(base, topo, "weighted")
     new_loads = perturb(base, 0.01, seed=3)
-    fresh = eplb.policies.get_method("weighted")(new_loads, topo)
+    fresh = get_method("weighted")(new_loads, topo)
     out = migrate(new_loads, topo, prev, tolerance=0.01, fresh=fresh)
     assert out.shares is not None
     p = eplb.Placement.from_phy2log(out.phy2log, topo, 256, shares=out.shares)

@@ -135,7 +135,7 @@ METHOD_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
 
 @pytest.mark.parametrize("method", eplb.methods())
 def test_every_method_valid_deterministic_and_never_worse_than_promised(method):
-    from eplb.policies import method_options
+    from eplb.methods import method_options
 
     opts = dict(DETERMINISTIC.get(method, {}))
     assert set(opts) <= set(method_options(method))  # the table names real options

@@ -73,14 +73,15 @@ def test_report_lists_every_registered_method(prefill):
 
 
 def test_failed_method_is_reported_not_raised(prefill, monkeypatch):
-    from eplb import policies
+    from eplb._registry import Entry
+    from eplb.methods import METHODS
 
     loads, topo = prefill
 
     def broken(loads, topology, **_):
         raise eplb.EplbError("cannot place on this topology")
 
-    monkeypatch.setitem(policies._METHODS, "broken-test", (broken, "always fails"))
+    monkeypatch.setitem(METHODS._entries, "broken-test", Entry("broken-test", broken, "always fails"))
     results = compare_methods(loads, topo, ["deepseek", "broken-test"])
     assert results[0].ok and not results[1].ok and "cannot place" in results[1].error
     text = build_report(loads, topo, results=results)
@@ -150,17 +151,18 @@ def test_report_renders_in_headless_chromium(tmp_path, prefill):
 
 
 def test_previous_placement_reaches_methods_that_need_it(prefill, monkeypatch, tmp_path):
-    from eplb import policies
-    from eplb.policies import PolicyOutput
+    from eplb._registry import Entry
+    from eplb.methods import METHODS
+    from eplb.methods import MethodOutput
 
     loads, topo = prefill
 
     def keep(loads, topology, previous=None, **_):
         if previous is None:
             raise eplb.EplbError("needs the current placement")
-        return PolicyOutput(previous.phy2log)
+        return MethodOutput(previous.phy2log)
 
-    monkeypatch.setitem(policies._METHODS, "keep-test", (keep, "keeps the current placement"))
+    monkeypatch.setitem(METHODS._entries, "keep-test", Entry("keep-test", keep, "keeps the current placement"))
     assert not compare_methods(loads, topo, ["keep-test"])[0].ok
     prev = eplb.place(loads, topo, "deepseek-global")
     res = compare_methods(loads, topo, ["keep-test"], previous=prev)[0]

@@ -14,8 +14,8 @@ from eplb._stamp import stamped
 from eplb.api import place
 from eplb.errors import EplbError
 from eplb.evaluate import evaluate
-from eplb.policies import methods as all_methods
-from eplb.policies.exact import basic_bounds
+from eplb.methods import methods as all_methods
+from eplb.methods.exact import basic_bounds
 from eplb.topology import PRESETS, preset
 from solvers import group_packing_bound
 from traces import load_workload, workloads

@@ -1,18 +1,16 @@
 """``eplb place``: compute an expert placement and write its JSON."""
 from __future__ import annotations
 
-import json
 import sys
 
 from eplb.api import DEFAULT_METHOD, place
-from eplb.commands._common import (add_loads_args, add_topology_args, non_negative, resolve_loads, resolve_topology,
-                                   seed)
+from eplb.commands._common import (add_loads_args, add_topology_args, non_negative, parse_set, resolve_loads,
+                                   resolve_topology, seed)
 from eplb.evaluate import evaluate
 from eplb.migration import moves
 from eplb.placement import load_placement
 from eplb._io import emit
-from eplb.errors import EplbError
-from eplb.policies import check_options, method_options, methods
+from eplb.methods import METHODS, get_method, methods
 
 COMMAND = "place"
 
@@ -52,35 +50,6 @@ _FLAGS = {"time_limit": "--time-limit", "seed": "--seed", "cross_node_budget": "
 _NOT_CLI = {"steps", "routing", "fresh"}
 
 
-def parse_set(method: str, pairs: list[str]) -> dict:
-    """Parse ``KEY=VALUE`` method options: keys are checked as the Python API checks them
-    (:func:`eplb.policies.check_options`); values are read as JSON (numbers, true/false, null) or
-    else taken as text, and must match the type of the default."""
-    params = method_options(method)
-    out = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise EplbError(f"--set expects KEY=VALUE, got {pair!r}")
-        if key in _FLAGS:
-            raise EplbError(f"set {key} with {_FLAGS[key]}, not --set")
-        check_options(method, [key])
-        if key in _NOT_CLI:
-            raise EplbError(f"option {key} of {method} takes arrays or objects; use the Python API (eplb.place)")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        default = params[key].default
-        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
-        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-            raise EplbError(f"option {key} of {method} takes a {type(default).__name__} "
-                            f"(default {default!r}), got {text!r}")
-        out[key] = value
-    return out
-
-
 def summary_lines(placement, ev, loads) -> list[str]:
     s = ev.summary()
     t = placement.topology
@@ -106,7 +75,9 @@ def run(args) -> int:
     method = args.method  # None: the default (auto), which becomes migration-aware given previous
     extra = {"previous": previous, "tolerance": args.tolerance} if previous is not None else {}
     if args.options:
-        extra.update(parse_set(method or (DEFAULT_METHOD if previous is None else "auto"), args.options))
+        name = method or (DEFAULT_METHOD if previous is None else "auto")
+        get_method(name)  # an unknown name: the same message as without --set
+        extra.update(parse_set(METHODS, name, args.options, _FLAGS, _NOT_CLI))
     placement = place(loads, topo, method, time_limit=args.time_limit, seed=args.seed,
                       cross_node_budget=args.cross_node_budget, **extra)
     ev = evaluate(placement, loads.loads, bound=placement.info.get("bound"))

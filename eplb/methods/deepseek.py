@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from eplb.policies import PolicyOutput, register
+from eplb.methods.registry import MethodOutput, register
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, greedy_replicate, inverse_permutation
 
@@ -120,18 +120,18 @@ def deepseek_rebalance(
 
 @register("deepseek", "DeepSeek's reference EPLB: hierarchical when groups divide over nodes, else global")
 def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
-             time_limit: float | None = None) -> PolicyOutput:
+             time_limit: float | None = None) -> MethodOutput:
     """No search: finishes at once whatever ``time_limit``."""
     phy2log, log2phy, _ = deepseek_rebalance(
         loads, topology.num_slots, topology.num_groups, topology.num_nodes, topology.num_gpus, tie_order
     )
     hier = topology.num_groups % topology.num_nodes == 0
-    return PolicyOutput(phy2log, log2phy, info={"policy": "hierarchical" if hier else "global"})
+    return MethodOutput(phy2log, log2phy, info={"method": "hierarchical" if hier else "global"})
 
 
 @register("deepseek-global", "DeepSeek's reference EPLB forced to its global policy (groups and nodes ignored)")
 def deepseek_global(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
-                    time_limit: float | None = None) -> PolicyOutput:
+                    time_limit: float | None = None) -> MethodOutput:
     """No search: finishes at once whatever ``time_limit``."""
     phy2log, log2phy, _ = deepseek_rebalance(loads, topology.num_slots, 1, 1, topology.num_gpus, tie_order)
-    return PolicyOutput(phy2log, log2phy, info={"policy": "global"})
+    return MethodOutput(phy2log, log2phy, info={"method": "global"})

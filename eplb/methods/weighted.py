@@ -16,8 +16,8 @@ import numpy as np
 
 from eplb.errors import EplbError
 from eplb.placement import Placement
-from eplb.policies import PolicyOutput, register
-from eplb.policies.deepseek import deepseek_rebalance
+from eplb.methods.registry import MethodOutput, get_method, methods, register
+from eplb.methods.deepseek import deepseek_rebalance
 from eplb.topology import Topology
 from solvers.splitting import best_chain_pack, optimal_split
 
@@ -75,13 +75,11 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 
 @register("weighted", "placement for weighted dispatch: chained hot experts plus LP-optimal shares per replica")
 def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
-             base: str | None = None) -> PolicyOutput:
+             base: str | None = None) -> MethodOutput:
     """base: an even-split method whose placement (with optimal shares) is also tried in each
     layer, besides DeepSeek's global policy (default: "auto" when it is registered; with it no
     layer is worse than ``deepseek``, since optimal shares never do worse than an even split).
     time_limit: seconds for the whole call (half of it for the base plan)."""
-    from eplb.policies import get_method, methods
-
     w = np.asarray(loads, dtype=np.float64)
     L, E = w.shape
     G, S = topology.num_gpus, topology.slots_per_gpu
@@ -115,8 +113,8 @@ def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = N
             chain_wins += 1
     mean = w.sum(axis=1) / G
     ratio = np.where(mean > 0, value / np.where(mean > 0, mean, 1.0), 1.0)
-    return PolicyOutput(phy2log, shares=shares, info={
-        "policy": "weighted",
+    return MethodOutput(phy2log, shares=shares, info={
+        "method": "weighted",
         "base": base or "deepseek-global",
         "layers_from_chain": chain_wins,
         "predicted_imbalance_mean": float(ratio.mean()),

@@ -38,10 +38,10 @@ import time
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, get_method, register
+from eplb.methods.registry import MethodOutput, get_method, register
 from eplb.topology import Topology
 
-__all__ = ["dispatch_aware", "ring_layout", "arc_step_max", "replica_graph_connected"]
+__all__ = ["dispatch_aware", "ring_layout", "arc_tables", "arc_step_max", "replica_graph_connected"]
 
 
 def _counts(w: np.ndarray, num_slots: int, cap: int) -> np.ndarray:
@@ -102,7 +102,7 @@ def _arcs(num_gpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, lengths, members
 
 
-def _arc_tables(spans: list, num_gpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arc_tables(spans: list, num_gpus: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Arcs of consecutive ring positions (every start, lengths 1..W-1, plus the whole ring).
 
     Returns ``members`` [A, W] float64 (1 where the GPU is on the arc), ``trapped`` [A, n]
@@ -169,7 +169,7 @@ def _improve(gpu_of: np.ndarray, single_w: np.ndarray, flex_mean: np.ndarray, nu
 
     gpu_of: [m] GPU of each single; single_w: [m] long-window loads; flex_mean: [W] long-window
     load of the replicated experts per GPU. With sampled steps (single_steps [S, m], ring_steps
-    [S, n], tables from :func:`_arc_tables`) a swap is kept only if the mean per-step best-split
+    [S, n], tables from :func:`arc_tables`) a swap is kept only if the mean per-step best-split
     max/mean over the steps rises by at most ``step_slack`` over the start."""
     W = num_gpus
     gpu_of = gpu_of.copy()
@@ -250,7 +250,7 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
     if search and singles.size and time.perf_counter() < deadline:
         if steps is not None and len(spans):
             gpu_of = _improve(gpu_of, w[singles], flex_mean, W, deadline, steps[:, singles], steps[:, ring],
-                              _arc_tables(spans, W), step_slack)
+                              arc_tables(spans, W), step_slack)
         else:
             gpu_of = _improve(gpu_of, w[singles], flex_mean, W, deadline)
         searched = True
@@ -272,7 +272,7 @@ def _layer(w: np.ndarray, plan_w: np.ndarray, steps: np.ndarray | None, topology
 def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps: int = 32,
                    tokens_per_step: int | None = None, tokens_per_request: int = 1024,
                    request_concentration: float = 0.5, kappa: float = 1.0, step_slack: float = 1e-4,
-                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
+                   search: bool = True, seed: int = 0, time_limit: float = 30.0) -> MethodOutput:
     """loads: [L, E]. steps: optional per-step loads [S, L, E] for the local search; by default
     ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in requests of
     ``tokens_per_request`` are sampled from the loads. kappa: replica counts are planned on
@@ -333,4 +333,4 @@ def dispatch_aware(loads: np.ndarray, topology: Topology, steps=None, num_steps:
     info = {"ring_closed_layers": int(np.sum(closed)), "layers_searched": searched, "kappa": float(kappa),
             "base_layers": len(fallback),
             "planned_steps": int(steps.shape[0]) if steps is not None else 0}
-    return PolicyOutput(out, info=info)
+    return MethodOutput(out, info=info)

@@ -29,19 +29,19 @@ from __future__ import annotations
 import math
 import time
 
-import networkx as nx
 import numpy as np
 from scipy.sparse import csr_matrix
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, register
-from eplb.policies.deepseek import deepseek
-from eplb.policies.exact import _gpu_max, basic_bounds
+from eplb.evaluate import max_gpu_load
+from eplb.methods.registry import MethodOutput, register
+from eplb.methods.deepseek import deepseek, deepseek_global
+from eplb.methods.exact import basic_bounds
 from eplb.topology import Topology
 from solvers import greedy_balanced_packing, optimal_counts
 from traces import TraceError
 
-__all__ = ["coactivation_graph", "node_aware", "pack_nodes", "routing_sample"]
+__all__ = ["node_aware", "pack_nodes", "routing_sample"]
 
 
 def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096, seed=0, topk: int = 8,
@@ -71,19 +71,6 @@ def routing_sample(loads: np.ndarray, topology: Topology, num_tokens: int = 4096
         return np.where(np.take_along_axis(np.broadcast_to(w[:, None, :], keys.shape), picks, axis=2) > 0,
                         picks, -1).astype(np.int16)
     return route(model, np.arange(num_tokens), seed=seed)
-
-
-def coactivation_graph(experts: np.ndarray, num_experts: int) -> nx.Graph:
-    """Co-activation of one layer: experts [T, K] (-1 padded) -> graph on ``num_experts`` nodes
-    whose edge (i, j) has ``weight`` = number of tokens selecting both i and j."""
-    inc = _incidence(experts, num_experts).astype(np.float64)
-    co = inc.T @ inc
-    np.fill_diagonal(co, 0.0)
-    g = nx.Graph()
-    g.add_nodes_from(range(num_experts))
-    i, j = np.nonzero(np.triu(co))
-    g.add_weighted_edges_from(zip(i.tolist(), j.tolist(), co[i, j].tolist()))
-    return g
 
 
 def _incidence(experts: np.ndarray, num_experts: int) -> np.ndarray:
@@ -146,57 +133,94 @@ def _balance_nodes(w: np.ndarray, inc: np.ndarray, node: np.ndarray, topology: T
         # reaching c (gain) if e moved, exact on the sample
         lose_all = sparse @ (cnt == 1).astype(np.float32)  # [E, N]: tokens whose only expert on n is e
         gain_all = sparse @ (cnt == 0).astype(np.float32)  # [E, N]: tokens of e reaching no expert on n
-        in_h = np.flatnonzero(node == h)
-        d_move = (gain_all[in_h] - lose_all[in_h, h][:, None]) / T  # [|h|, N]
-        cands = []  # (new max of the two nodes, delta, e, f, c)
-        for c in range(N):
-            if c == h:
-                continue
-            in_c = np.flatnonzero(node == c)
-            # moves h -> c
-            if size[c] < cap and size[h] > 1:
-                new_max = np.maximum(load[h] - w[in_h], load[c] + w[in_h])
-                for i in np.flatnonzero(new_max < load[h] - 1e-12):
-                    cands.append((new_max[i], d_move[i, c], in_h[i], -1, c))
-            # swaps e (h) <-> f (c), approximated as two independent moves, checked exactly later
-            if in_c.size:
-                d_back = (gain_all[in_c, h] - lose_all[in_c, c]) / T  # [|c|]
-                diff = w[in_h][:, None] - w[in_c][None, :]
-                new_max = np.maximum(load[h] - diff, load[c] + diff)
-                ok = (diff > 0) & (new_max < load[h] - 1e-12)
-                ii, jj = np.nonzero(ok)
-                if ii.size:
-                    delta = d_move[ii, c] + d_back[jj]
-                    # keep the most promising swaps of this pair of nodes
-                    score = (load[h] - new_max[ii, jj]) / (np.maximum(delta, 0) + 1e-3)
-                    top = np.argsort(-score)[:32]
-                    for t in top:
-                        cands.append((new_max[ii[t], jj[t]], delta[t], in_h[ii[t]], in_c[jj[t]], c))
+        cands = _candidates(w, node, load, size, h, cap, lose_all, gain_all, T)
         if not cands:
             break
-        arr = np.array([(m, dl) for m, dl, *_ in cands])
-        score = (load[h] - arr[:, 0]) / (np.maximum(arr[:, 1], 0) + 1e-3)
-        done = False
-        for k in np.argsort(-score)[:8]:
-            _, _, e, f, c = cands[int(k)]
-            # only columns h and c of the per-token counts change
-            moved = incT[e] if f < 0 else incT[e] - incT[f]
-            col_h, col_c = cnt[:, h] - moved, cnt[:, c] + moved
-            td = d + (float((col_h > 0).sum() + (col_c > 0).sum())
-                      - float((cnt[:, h] > 0).sum() + (cnt[:, c] > 0).sum())) / T
-            if td <= limit + 1e-12:
-                node[e] = c
-                if f >= 0:
-                    node[f] = h
-                cnt[:, h], cnt[:, c], d = col_h, col_c, td
-                load = np.bincount(node, weights=w, minlength=N)
-                size = np.bincount(node, minlength=N)
-                done = True
-                break
-        if not done:
+        best = _first_within_budget(cands, load[h], incT, cnt, h, d, limit)
+        if best is None:
             break
+        e, f, c, col_h, col_c, d = best
+        node[e] = c
+        if f >= 0:
+            node[f] = h
+        cnt[:, h], cnt[:, c] = col_h, col_c
+        load = np.bincount(node, weights=w, minlength=N)
+        size = np.bincount(node, minlength=N)
     return node, {"nodes_per_token_start": d0, "nodes_per_token": d,
                   "node_imbalance": float(load.max() / mean)}
+
+
+def _take_deepseek_layers(loads: np.ndarray, topology: Topology, phy2log: np.ndarray, routing: np.ndarray,
+                          facts: dict) -> np.ndarray:
+    """A layer where DeepSeek's hierarchical plan has the lighter hottest GPU takes that plan (in
+    ``phy2log``, in place); its nodes per token (measured on the same sample) and node max/mean
+    replace those in ``facts``. Returns which layers took it [L] bool."""
+    E, N = loads.shape[1], topology.num_nodes
+    ref = deepseek(loads, topology).phy2log
+    use_ref = max_gpu_load(loads, ref, topology.num_gpus) < max_gpu_load(loads, phy2log, topology.num_gpus)
+    per_node = topology.gpus_per_node * topology.slots_per_gpu
+    for l in np.flatnonzero(use_ref):
+        phy2log[l] = ref[l]
+        node = np.empty(E, dtype=np.int64)
+        node[ref[l]] = np.arange(topology.num_slots) // per_node  # each expert lives on one node
+        facts["nodes_per_token"][l] = float((_distinct_nodes(_incidence(routing[l], E), node, N) > 0).sum()) / max(
+            routing.shape[1], 1)
+        load = np.bincount(node, weights=loads[l], minlength=N)
+        facts["node_imbalance"][l] = float(load.max() / load.mean()) if load.mean() > 0 else 1.0
+    return use_ref
+
+
+def _candidates(w: np.ndarray, node: np.ndarray, load: np.ndarray, size: np.ndarray, h: int, cap: int,
+                lose: np.ndarray, gain: np.ndarray, T: int) -> list:
+    """Moves and swaps that lower the hottest node ``h``: (new max of the two nodes, change in
+    distinct nodes per token, e, f, c) for e moving from h to c (f = -1) or e and f swapping.
+    lose/gain [E, N]: how many of the T sampled tokens would stop/start reaching a node."""
+    in_h = np.flatnonzero(node == h)
+    d_move = (gain[in_h] - lose[in_h, h][:, None]) / T  # [|h|, N]
+    cands = []
+    for c in range(load.size):
+        if c == h:
+            continue
+        in_c = np.flatnonzero(node == c)
+        # moves h -> c
+        if size[c] < cap and size[h] > 1:
+            new_max = np.maximum(load[h] - w[in_h], load[c] + w[in_h])
+            for i in np.flatnonzero(new_max < load[h] - 1e-12):
+                cands.append((new_max[i], d_move[i, c], in_h[i], -1, c))
+        # swaps e (h) <-> f (c), approximated as two independent moves, checked exactly later
+        if in_c.size:
+            d_back = (gain[in_c, h] - lose[in_c, c]) / T  # [|c|]
+            diff = w[in_h][:, None] - w[in_c][None, :]
+            new_max = np.maximum(load[h] - diff, load[c] + diff)
+            ok = (diff > 0) & (new_max < load[h] - 1e-12)
+            ii, jj = np.nonzero(ok)
+            if ii.size:
+                delta = d_move[ii, c] + d_back[jj]
+                # keep the most promising swaps of this pair of nodes
+                score = (load[h] - new_max[ii, jj]) / (np.maximum(delta, 0) + 1e-3)
+                top = np.argsort(-score)[:32]
+                for t in top:
+                    cands.append((new_max[ii[t], jj[t]], delta[t], in_h[ii[t]], in_c[jj[t]], c))
+    return cands
+
+
+def _first_within_budget(cands: list, hottest: float, incT: np.ndarray, cnt: np.ndarray, h: int, d: float,
+                         limit: float):
+    """Of the 8 best-scored candidates, the first that keeps distinct nodes per token (counted
+    exactly on the sample) within ``limit``: (e, f, c, new count columns h and c, new mean), or None."""
+    T = max(cnt.shape[0], 1)
+    arr = np.array([(m, dl) for m, dl, *_ in cands])
+    score = (hottest - arr[:, 0]) / (np.maximum(arr[:, 1], 0) + 1e-3)
+    for k in np.argsort(-score)[:8]:
+        _, _, e, f, c = cands[int(k)]
+        # only columns h and c of the per-token counts change
+        moved = incT[e] if f < 0 else incT[e] - incT[f]
+        col_h, col_c = cnt[:, h] - moved, cnt[:, c] + moved
+        td = d + (float((col_h > 0).sum() + (col_c > 0).sum())
+                  - float((cnt[:, h] > 0).sum() + (cnt[:, c] > 0).sum())) / T
+        if td <= limit + 1e-12:
+            return e, f, c, col_h, col_c, td
+    return None
 
 
 def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarray:
@@ -227,7 +251,7 @@ def pack_nodes(w: np.ndarray, node: np.ndarray, topology: Topology) -> np.ndarra
 
 @register("node-aware", "balances GPUs while keeping co-selected experts on one node; knob cross_node_budget")
 def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float = 0.05, seed: int = 0,
-               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0) -> PolicyOutput:
+               sample_tokens: int = 4096, routing=None, time_limit: float = 120.0) -> MethodOutput:
     """loads: [L, E]. cross_node_budget: allowed relative increase of the mean number of nodes a
     token reaches over group-packed nodes (0 = none, inf = balance freely). routing: optional
     experts [L, T, K] of real routed tokens for the co-activation (default: a sample of
@@ -247,8 +271,6 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     if G % N != 0 or G < N:
         # groups cannot live on single nodes (e.g. 8 groups over 18 decode nodes): tokens reach many
         # nodes whatever the placement, so balance alone decides; use the global policy
-        from eplb.policies.deepseek import deepseek_global
-
         out = deepseek_global(loads, topology)
         out.info.update({"fallback": "deepseek-global: expert groups do not divide over the nodes",
                          "cross_node_budget": budget if math.isfinite(budget) else "inf"})
@@ -275,19 +297,7 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
         phy2log[l] = pack_nodes(w, node, topology)
         for k, v in info.items():
             facts[k].append(v)
-    # a layer where DeepSeek's hierarchical plan has the lighter hottest GPU takes that plan; its
-    # nodes per token (measured on the same sample) count in what is reported
-    ref = deepseek(loads, topology).phy2log
-    use_ref = _gpu_max(loads, ref, topology.num_gpus) < _gpu_max(loads, phy2log, topology.num_gpus)
-    per_node = topology.gpus_per_node * topology.slots_per_gpu
-    for l in np.flatnonzero(use_ref):
-        phy2log[l] = ref[l]
-        node = np.empty(E, dtype=np.int64)
-        node[ref[l]] = np.arange(topology.num_slots) // per_node  # each expert lives on one node
-        facts["nodes_per_token"][l] = float((_distinct_nodes(_incidence(routing[l], E), node, N) > 0).sum()) / max(
-            routing.shape[1], 1)
-        load = np.bincount(node, weights=loads[l], minlength=N)
-        facts["node_imbalance"][l] = float(load.max() / load.mean()) if load.mean() > 0 else 1.0
+    use_ref = _take_deepseek_layers(loads, topology, phy2log, routing, facts)
     start_d, final_d = np.array(facts["nodes_per_token_start"]), np.array(facts["nodes_per_token"])
     over = final_d > start_d * (1 + budget) + 1e-12 if math.isfinite(budget) else np.zeros(L, dtype=bool)
     info = {
@@ -298,4 +308,4 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
         "layers_from_deepseek": int(use_ref.sum()),
         "layers_over_budget": int(over.sum()),
     }
-    return PolicyOutput(phy2log, info=info)
+    return MethodOutput(phy2log, info=info)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eplb.policies import PolicyOutput, register
+from eplb.methods.registry import MethodOutput, register
 from eplb.topology import Topology
 from solvers import (average_bound, expand_counts, lpt_pack_distinct, optimal_counts, pack_pairs_distinct,
                      pair_count_search, swap_improve)
@@ -61,8 +61,8 @@ def slots_from_bins(labels: np.ndarray, bin_of: np.ndarray) -> np.ndarray:
 
 
 @register("balanced", "fast heuristic: counts and packing together, no duplicate replicas on a GPU, local search")
-def balanced(loads: np.ndarray, topology: Topology, time_limit: float | None = None) -> PolicyOutput:
+def balanced(loads: np.ndarray, topology: Topology, time_limit: float | None = None) -> MethodOutput:
     """No search: finishes at once whatever ``time_limit``. A heuristic without a per-layer promise
     against ``deepseek``; method ``auto`` keeps, per layer, the better of the two."""
     phy2log, _ = balanced_plan(loads, topology)
-    return PolicyOutput(phy2log, info={"policy": "balanced"})
+    return MethodOutput(phy2log, info={"method": "balanced"})

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, get_method, register
+from eplb.methods.registry import MethodOutput, get_method, register
 from eplb.topology import Topology
 
 __all__ = ["robust", "step_objective"]
@@ -103,7 +103,7 @@ def _improve(step_loads: np.ndarray, phy2log: np.ndarray, topology: Topology, ob
 @register("robust", "plans against sampled per-step loads: minimizes the expected (or p95) per-step max/mean")
 def robust(loads: np.ndarray, topology: Topology, objective: str = "mean", steps=None, num_steps: int = 64,
            tokens_per_step: int | None = None, tokens_per_request: int = 1024, request_concentration: float = 0.5,
-           base: str = "deepseek-global", seed: int = 0, time_limit: float = 30.0) -> PolicyOutput:
+           base: str = "deepseek-global", seed: int = 0, time_limit: float = 30.0) -> MethodOutput:
     """loads: [L, E]. steps: optional per-step (or per-window) loads [S, L, E] to plan against;
     by default ``num_steps`` steps of ``tokens_per_step`` tokens (default 8192 per GPU) in
     requests of ``tokens_per_request`` are sampled. objective: "mean" or "p95"."""
@@ -150,4 +150,4 @@ def robust(loads: np.ndarray, topology: Topology, objective: str = "mean", steps
         searched += 1
     info = {"objective": objective, "base": base, "planned_steps": int(steps.shape[0]),
             "layers_searched": searched, "kappa_chosen": [float((0.0, 0.5, 1.0, 2.0)[k]) for k in chosen]}
-    return PolicyOutput(best, info=info)
+    return MethodOutput(best, info=info)

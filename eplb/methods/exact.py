@@ -25,16 +25,17 @@ bound) and the status ("optimal" when the gap is within ``tol``).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from eplb._pool import process_pool
+from eplb._pool import process_pool, usable_cpus
 from eplb.errors import EplbError
-from eplb.policies import PolicyOutput, check_time_limit, register
-from eplb.policies.balanced import balanced_plan, replica_cap, slots_from_bins
-from eplb.policies.deepseek import deepseek
+from eplb.evaluate import max_gpu_load
+from eplb.methods.registry import MethodOutput, check_time_limit, register
+from eplb.methods.balanced import balanced_plan, replica_cap, slots_from_bins
+from eplb.methods.deepseek import deepseek
+from eplb.placement import replica_counts
 from eplb.topology import Topology
 from solvers import (BACKENDS, average_bound, expand_counts, lpt_pack_distinct, pack_exact, pack_pairs_distinct,
                      pairing_solve, replica_bound, swap_improve)
@@ -50,6 +51,14 @@ MIN_PROCESS_WORK = 10.0
 #: Seconds to allow for starting the worker processes.
 PROCESS_START_S = 2.0
 
+#: Layers searched side by side in threads (more than two slots per GPU) when ``workers`` is not
+#: given, at most one per CPU. CP-SAT runs each layer on one search worker (see solvers.exact), so
+#: this is also the number of solver threads; no measurement behind the value is recorded.
+LAYER_THREADS = 4
+
+#: A layer is solved when its hottest GPU is within ``1 + tol`` of its proven bound (default tol).
+DEFAULT_TOL = 1e-3
+
 
 def basic_bounds(loads: np.ndarray, topology: Topology) -> np.ndarray:
     """max(total / GPUs, best largest replica) per layer. loads: [L, E] -> [L]."""
@@ -63,20 +72,6 @@ def _pack_rows(w: np.ndarray, counts: np.ndarray, G: int) -> np.ndarray:
     bin_of = pack_pairs_distinct(sizes, labels) if labels.shape[1] == 2 * G else lpt_pack_distinct(sizes, labels, G)
     bin_of = swap_improve(sizes, labels, bin_of, G)
     return slots_from_bins(labels, bin_of)
-
-
-def _gpu_max(w: np.ndarray, phy2log: np.ndarray, G: int) -> np.ndarray:
-    cnt = np.zeros_like(w)
-    np.add.at(cnt, (np.repeat(np.arange(w.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
-    per = np.take_along_axis(w / np.maximum(cnt, 1), phy2log, axis=1)
-    return per.reshape(w.shape[0], G, -1).sum(axis=2).max(axis=1)
-
-
-def _counts(phy2log: np.ndarray, num_experts: int) -> np.ndarray:
-    """phy2log [L, R] -> replica counts [L, E]."""
-    cnt = np.zeros((phy2log.shape[0], num_experts), dtype=np.int64)
-    np.add.at(cnt, (np.repeat(np.arange(phy2log.shape[0]), phy2log.shape[1]), phy2log.ravel()), 1)
-    return cnt
 
 
 def _searchable(phy2log: np.ndarray, counts: np.ndarray, topology: Topology) -> np.ndarray:
@@ -117,26 +112,10 @@ def _solve_layers(args):
     return [_solve_layer(w, c, p, topology, lower, time_limit, work_limit, backend, tol) for w, c, p, lower in jobs]
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None,
                work_limit: float | None = None, backend: str = "cpsat", workers: int | None = None,
-               tol: float = 1e-3, layers: np.ndarray | None = None, start: np.ndarray | None = None):
+               tol: float = DEFAULT_TOL, layers: np.ndarray | None = None, start: np.ndarray | None = None):
     """loads: [L, E]. Returns phy2log [L, R], bound [L], gpu max [L].
-
-    time_limit: wall-clock seconds per layer (default 2, or none when a work_limit is given);
-    work_limit: deterministic budget per layer (see the module notes); workers: layers solved at
-    once (default: with two slots per GPU, one worker process per available CPU when the layers'
-    time limits add up to at least MIN_PROCESS_WORK seconds, else one at a time in this process;
-    with more slots, up to 4 threads); tol: layers within this fraction of their certified bound
-    are proven good enough and not searched; layers: [k] row indices to solve (the others keep
-    the start plan); start: phy2log [L, R] to start from (default: per layer the better of
-    balanced and deepseek). No layer ends worse than its start.
     """
     if backend not in BACKENDS:
         raise EplbError(f"unknown exact backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -151,63 +130,76 @@ def exact_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | Non
         if isinstance(work_limit, bool) or not isinstance(work_limit, (int, float)) or not 0 < work_limit < np.inf:
             raise EplbError(f"work_limit must be a positive, finite number, got {work_limit!r}; give e.g. work_limit=1")
         work_limit = float(work_limit)
-    init, init_counts = balanced_plan(w, topology)
-    if start is None:
-        ref = deepseek(w, topology).phy2log
-        use_ref = _gpu_max(w, ref, G) < _gpu_max(w, init, G)
-        start = np.where(use_ref[:, None], ref, init)
-    phy2log = np.array(start, dtype=np.int64, copy=True)
-    counts = _counts(phy2log, E)
-    # the search starts from the start plan where it can, else from balanced
-    ok = _searchable(phy2log, counts, topology)
-    init = np.where(ok[:, None], phy2log, init)
-    init_counts = np.where(ok[:, None], counts, init_counts)
+    phy2log, init, init_counts = _start_plans(w, topology, start)
     lower = basic_bounds(w, topology)
     bound = lower.copy()
     rows = np.arange(L) if layers is None else np.asarray(layers, dtype=np.int64)
     # layers already within tol of their bound need no search
-    start_max = _gpu_max(w, phy2log, G)
+    start_max = max_gpu_load(w, phy2log, G)
     rows = rows[start_max[rows] > lower[rows] * (1 + tol)]
     # an expert with more replicas than GPUs (more slots than GPUs x experts) puts two on one GPU,
     # which the search's model rules out: such layers keep their start
     rows = rows[init_counts[rows].max(axis=1) <= G]
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
         raise EplbError(f"workers must be a positive integer, got {workers!r}")
-    if topology.slots_per_gpu == 2:
-        # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
-        # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
-        # unless the search is too short to pay for starting them (about a second each) or this already is a
-        # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
-        work = (tl if tl is not None else work_limit) * len(rows)
-        many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
-        procs = min(int(workers or (_cpus() if many else 1)), len(rows))
-        jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
-        if procs <= 1:
-            results = _solve_layers((jobs, topology, tl, work_limit, backend, tol))
-        else:
-            parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
-            with process_pool(procs) as pool:
-                done = list(pool.map(_solve_layers, parts))
-            results = [None] * len(jobs)
-            for k, part in enumerate(done):
-                results[k::procs] = part
-    else:
-        def job(i):
-            return _solve_layer(w[i], init_counts[i], init[i], topology, float(lower[i]), tl, work_limit, backend, tol)
-
-        pool = ThreadPoolExecutor(max_workers=int(workers or min(4, _cpus())))
-        try:
-            results = list(pool.map(job, rows))
-        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
-            pool.shutdown(wait=True, cancel_futures=True)
+    jobs = [(w[i], init_counts[i], init[i], float(lower[i])) for i in rows]
+    results = _search(jobs, topology, tl, work_limit, backend, tol, workers)
     cur = start_max
     for i, (p2l, b) in zip(rows, results):
         bound[i] = max(bound[i], b)
-        new = _gpu_max(w[i:i + 1], p2l[None, :], G)[0]
+        new = max_gpu_load(w[i:i + 1], p2l[None, :], G)[0]
         if new < cur[i]:
             phy2log[i] = p2l
             cur[i] = new
     return phy2log, bound, cur
+
+
+def _start_plans(w: np.ndarray, topology: Topology, start: np.ndarray | None):
+    """The plan to improve (``start``, default per layer the better of balanced and deepseek) and
+    where the search starts: that plan where the search can take it, else balanced's. Returns
+    phy2log [L, R] (a copy), init [L, R] and init counts [L, E]."""
+    G, E = topology.num_gpus, w.shape[1]
+    init, init_counts = balanced_plan(w, topology)
+    if start is None:
+        ref = deepseek(w, topology).phy2log
+        use_ref = max_gpu_load(w, ref, G) < max_gpu_load(w, init, G)
+        start = np.where(use_ref[:, None], ref, init)
+    phy2log = np.array(start, dtype=np.int64, copy=True)
+    counts = replica_counts(phy2log, E)
+    ok = _searchable(phy2log, counts, topology)
+    init = np.where(ok[:, None], phy2log, init)
+    init_counts = np.where(ok[:, None], counts, init_counts)
+    return phy2log, init, init_counts
+
+
+def _search(jobs: list, topology: Topology, tl, work_limit, backend: str, tol: float, workers: int | None) -> list:
+    """Solve the layers of ``jobs`` (weights, counts, start slots, lower bound), side by side;
+    returns their (phy2log, bound) in order."""
+    if topology.slots_per_gpu != 2:
+        def job(args):
+            return _solve_layer(args[0], args[1], args[2], topology, args[3], tl, work_limit, backend, tol)
+
+        pool = ThreadPoolExecutor(max_workers=int(workers or min(LAYER_THREADS, usable_cpus())))
+        try:
+            return list(pool.map(job, jobs))
+        finally:  # on Ctrl-C, drop the queued layers; the running ones end within their time limit
+            pool.shutdown(wait=True, cancel_futures=True)
+    # the two-slot search spends its time in scipy's HiGHS calls, which hold the GIL: threads would
+    # only split each layer's time limit, so the layers are dealt round-robin to worker processes,
+    # unless the search is too short to pay for starting them (about a second each) or this already is a
+    # worker process (of a sweep, say), whose pool would otherwise hold processes it cannot stop
+    work = (tl if tl is not None else work_limit) * len(jobs)
+    many = work >= MIN_PROCESS_WORK and multiprocessing.parent_process() is None
+    procs = min(int(workers or (usable_cpus() if many else 1)), len(jobs))
+    if procs <= 1:
+        return _solve_layers((jobs, topology, tl, work_limit, backend, tol))
+    parts = [(jobs[k::procs], topology, tl, work_limit, backend, tol) for k in range(procs)]
+    with process_pool(procs) as pool:
+        done = list(pool.map(_solve_layers, parts))
+    results = [None] * len(jobs)
+    for k, part in enumerate(done):
+        results[k::procs] = part
+    return results
 
 
 def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
@@ -218,14 +210,14 @@ def _gap_info(bound: np.ndarray, gmax: np.ndarray, tol: float) -> dict:
 
 @register("exact", "exact solver per layer (CP-SAT; pairing MIP for 2 slots/GPU), time-limited, with proven gaps")
 def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None, work_limit: float | None = None,
-          backend: str = "cpsat", workers: int | None = None, tol: float = 1e-3) -> PolicyOutput:
+          backend: str = "cpsat", workers: int | None = None, tol: float = DEFAULT_TOL) -> MethodOutput:
     """time_limit: wall-clock seconds per layer (default 2; the whole call takes about layers x
     time_limit / workers); work_limit: a deterministic budget per layer instead, for results that
     do not depend on the machine or its load (see the module notes). Never worse than
     ``deepseek`` or ``balanced`` on any layer."""
     phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, work_limit=work_limit, backend=backend,
                                       workers=workers, tol=tol)
-    return PolicyOutput(phy2log, info={"policy": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
+    return MethodOutput(phy2log, info={"method": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
 
 
 def _highs_available() -> bool:
@@ -240,7 +232,7 @@ def _highs_available() -> bool:
 @register("exact-mip", "exact solver per layer as a MIP through PuLP (HiGHS, else CBC), time-limited, with proven gaps")
 def exact_mip(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
               work_limit: float | None = None, backend: str | None = None, workers: int | None = None,
-              tol: float = 1e-3) -> PolicyOutput:
+              tol: float = DEFAULT_TOL) -> MethodOutput:
     """As method ``exact`` (same limits and promise), solving each layer's packing with PuLP."""
     if backend is None:  # HiGHS needs the highspy package; CBC ships with PuLP
         backend = "highs" if _highs_available() else "cbc"
