@@ -219,7 +219,6 @@ def migrate(loads, topology: Topology, previous: Placement, *, tolerance: float 
     mv = moves(prev, out)
     mean = w.sum(axis=1) / topology.num_gpus  # all-zero layers count as balanced
     info = {
-        "method": "migration",
         "tolerance": float(tolerance),
         "target": "per layer: max GPU load <= (1 + tolerance) x the fresh plan's",
         "fresh_imbalance_mean": float(np.where(mean > 0, fresh_max / np.where(mean > 0, mean, 1.0), 1.0).mean()),

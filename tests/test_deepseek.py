@@ -80,7 +80,7 @@ def test_prefill_uses_hierarchical_and_decode_global():
     loads = load_workload("prefill_in1024")
     pre = eplb.place(loads, eplb.preset("deepseek-v3-prefill"), "deepseek")
     dec = eplb.place(loads, eplb.preset("deepseek-v3-decode"), "deepseek")
-    assert pre.info["method"] == "hierarchical" and dec.info["method"] == "global"
+    assert pre.info["mode"] == "hierarchical" and dec.info["mode"] == "global"
     # hierarchical keeps every replica of an expert on the node its group was packed to
     t = pre.topology
     node = pre.gpu_of_slot() // t.gpus_per_node

@@ -61,7 +61,7 @@ def auto_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None
     m_ours, m_ref = max_gpu_load(w, ours, G), max_gpu_load(w, ref, G)
     use_ref = m_ref < m_ours
     phy2log = np.where(use_ref[:, None], ref, ours)
-    info = {"method": "auto", "chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
+    info = {"chosen": {"balanced": int((~use_ref).sum()), "deepseek": int(use_ref.sum())}}
     if time_limit is not None:
         left = float(time_limit) - (time.perf_counter() - start)
         gmax = np.minimum(m_ours, m_ref)

@@ -65,4 +65,4 @@ def balanced(loads: np.ndarray, topology: Topology, time_limit: float | None = N
     """No search: finishes at once whatever ``time_limit``. A heuristic without a per-layer promise
     against ``deepseek``; method ``auto`` keeps, per layer, the better of the two."""
     phy2log, _ = balanced_plan(loads, topology)
-    return MethodOutput(phy2log, info={"method": "balanced"})
+    return MethodOutput(phy2log)

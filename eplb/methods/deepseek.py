@@ -126,7 +126,7 @@ def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
         loads, topology.num_slots, topology.num_groups, topology.num_nodes, topology.num_gpus, tie_order
     )
     hier = topology.num_groups % topology.num_nodes == 0
-    return MethodOutput(phy2log, log2phy, info={"method": "hierarchical" if hier else "global"})
+    return MethodOutput(phy2log, log2phy, info={"mode": "hierarchical" if hier else "global"})
 
 
 @register("deepseek-global", "DeepSeek's reference EPLB forced to its global policy (groups and nodes ignored)")
@@ -134,4 +134,4 @@ def deepseek_global(loads: np.ndarray, topology: Topology, tie_order: str = "aut
                     time_limit: float | None = None) -> MethodOutput:
     """No search: finishes at once whatever ``time_limit``."""
     phy2log, log2phy, _ = deepseek_rebalance(loads, topology.num_slots, 1, 1, topology.num_gpus, tie_order)
-    return MethodOutput(phy2log, log2phy, info={"method": "global"})
+    return MethodOutput(phy2log, log2phy, info={"mode": "global"})

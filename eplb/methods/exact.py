@@ -217,7 +217,7 @@ def exact(loads: np.ndarray, topology: Topology, time_limit: float | None = None
     ``deepseek`` or ``balanced`` on any layer."""
     phy2log, bound, gmax = exact_plan(loads, topology, time_limit=time_limit, work_limit=work_limit, backend=backend,
                                       workers=workers, tol=tol)
-    return MethodOutput(phy2log, info={"method": "exact", "backend": backend, **_gap_info(bound, gmax, tol)})
+    return MethodOutput(phy2log, info={"backend": backend, **_gap_info(bound, gmax, tol)})
 
 
 def _highs_available() -> bool:

@@ -114,7 +114,6 @@ def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = N
     mean = w.sum(axis=1) / G
     ratio = np.where(mean > 0, value / np.where(mean > 0, mean, 1.0), 1.0)
     return MethodOutput(phy2log, shares=shares, info={
-        "method": "weighted",
         "base": base or "deepseek-global",
         "layers_from_chain": chain_wins,
         "predicted_imbalance_mean": float(ratio.mean()),
