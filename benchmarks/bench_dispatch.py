@@ -253,7 +253,7 @@ def decode_section(steps: int) -> list[str]:
                          f"{s['within_max_nodes_fraction']:.3f}"])
     return ["## 5. Decode preset (decode_in1000out1000, 128 requests per GPU per step)", "",
             f"{steps} steps of 18,432 tokens; gate fitted in {fit_s:.0f} s, steps generated in {gen_s:.0f} s. "
-            "node-aware falls back to the global policy here (8 groups cannot live on 18 nodes).", "",
+            "node-aware falls back to the global mode here (8 groups cannot live on 18 nodes).", "",
             table(["placement", "replica choice", "expected max/mean", "step max/mean (mean)", "step max/mean (p99)",
                    "received max/mean", "remote nodes/token", "tokens within 4 nodes"], rows), ""]
 

@@ -3,8 +3,8 @@
 For every bundled DeepSeek-V3 workload (all 58 MoE layers) on the prefill and decode presets,
 side by side in one run: max/mean GPU load (mean over layers, worst layer) of
 
-- deepseek: DeepSeek's reference policy (hierarchical where the groups divide over the nodes);
-- deepseek-global (even split): the reference's global policy;
+- deepseek: DeepSeek's reference mode (hierarchical where the groups divide over the nodes);
+- deepseek-global (even split): the reference's global mode;
 - deepseek-global + optimal shares: the same placement with LP-optimal shares per replica;
 - weighted: the method built for weighted dispatch (chained hot experts + LP shares);
 

@@ -111,7 +111,7 @@ def rebalance_experts(weight, num_replicas: int, num_groups: int, num_nodes: int
             f"num_replicas ({num_replicas}) must be a multiple of num_gpus ({num_gpus}) so every GPU gets the same slot count"
         )
     # as in the reference, groups only matter when they divide evenly over the nodes (hierarchical
-    # policy); otherwise the global policy ignores groups, and nodes too when GPUs do not split over them
+    # mode); otherwise the global mode ignores groups, and nodes too when GPUs do not split over them
     if hierarchical:
         topo = Topology(num_nodes, num_gpus // num_nodes, num_replicas // num_gpus, num_groups)
     elif num_gpus % num_nodes:

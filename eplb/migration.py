@@ -143,7 +143,7 @@ def _max_gpu_load(loads: np.ndarray, phy2log: np.ndarray, shares, topology: Topo
 def fresh_plan(loads: np.ndarray, topology: Topology, *, time_limit: float | None = None) -> MethodOutput:
     """The reference for migration: the best from-scratch even-split plan available, per layer
     (method "auto" when registered, else the better of DeepSeek's global and hierarchical
-    policies in each layer). loads: [L, E]."""
+    modes in each layer). loads: [L, E]."""
     names = ["auto"] if "auto" in methods() else ["deepseek-global", "deepseek"]
     best, best_max = None, None
     for name in names:

@@ -125,7 +125,7 @@ DETERMINISTIC = {"exact": {"work_limit": 0.02}, "exact-mip": {"work_limit": 0.02
 
 #: Methods promising a max GPU load per layer no larger than deepseek's. Not promised: balanced (a
 #: heuristic; auto keeps the better of it and deepseek), deepseek-global (the reference's other
-#: policy), robust (minimizes a per-step objective), dispatch-aware (plans for dispatch that moves
+#: mode), robust (minimizes a per-step objective), dispatch-aware (plans for dispatch that moves
 #: tokens between replicas) and migration (within its tolerance of auto, checked below).
 NEVER_WORSE = {"auto", "exact", "exact-mip", "node-aware", "weighted", "deepseek"}
 

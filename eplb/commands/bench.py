@@ -170,7 +170,7 @@ def render(rows, exact_gaps, args_line: str) -> str:
         )
     pinned = [r for r in rows if "pinned_gap" in r]
     if pinned:
-        out += ["", "DeepSeek's hierarchical policy pins expert groups to nodes; against the best group-to-node packing",
+        out += ["", "DeepSeek's hierarchical mode pins expert groups to nodes; against the best group-to-node packing",
                 "bound (its own model) its mean gap is:", "",
                 "| preset | workload | gap to pinned bound |", "|---|---|---|"]
         out += [f"| {r['preset']} | {r['workload']} | {r['pinned_gap']:.4f} |" for r in pinned]

@@ -9,12 +9,12 @@ sort with torch too and match the reference exactly; otherwise equal loads are t
 order. Equal loads swap only the labels of equally loaded items, so the arrays may differ from the
 reference's while replica counts and every GPU's load stay identical.
 
-Hierarchical policy (used when the expert groups divide evenly over the nodes):
+Hierarchical mode (used when the expert groups divide evenly over the nodes):
 1. pack expert groups onto nodes (equal group count per node, greedy on group loads);
 2. inside each node, replicate: every spare slot goes to the expert with the largest
    load per replica; each node gets the same number of spare slots;
 3. pack each node's replicas onto its GPUs (equal slot count per GPU, greedy).
-Global policy (otherwise): the same with one group and one node.
+Global mode (otherwise): the same with one group and one node.
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def deepseek(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
     return MethodOutput(phy2log, log2phy, info={"mode": "hierarchical" if hier else "global"})
 
 
-@register("deepseek-global", "DeepSeek's reference EPLB forced to its global policy (groups and nodes ignored)")
+@register("deepseek-global", "DeepSeek's reference EPLB forced to its global mode (groups and nodes ignored)")
 def deepseek_global(loads: np.ndarray, topology: Topology, tie_order: str = "auto",
                     time_limit: float | None = None) -> MethodOutput:
     """No search: finishes at once whatever ``time_limit``."""

@@ -1,8 +1,8 @@
 """Node-aware placement: balance GPUs while keeping experts that tokens select together on one node.
 
-DeepSeek's hierarchical policy puts whole expert groups on nodes, so a token (which selects
+DeepSeek's hierarchical mode puts whole expert groups on nodes, so a token (which selects
 experts from at most 4 groups) reaches few nodes, but node loads are then sums of whole groups
-and the GPUs of a heavy node stay heavy (max/mean 1.13-1.34 on DeepSeek-V3). The global policy
+and the GPUs of a heavy node stay heavy (max/mean 1.13-1.34 on DeepSeek-V3). The global mode
 balances well but spreads every group over all nodes, so tokens reach more nodes over RDMA.
 
 This method starts from the group-to-node packing and moves or swaps single experts between
@@ -13,7 +13,7 @@ given loads as marginals). The cost of a move is measured exactly on that sample
 token reaches. The knob ``cross_node_budget`` caps that number at ``(1 + budget)`` times the
 start's: 0 allows only moves that do not add cross-node traffic, ``inf`` balances freely.
 When the groups do not divide over the nodes (the decode preset: 8 groups, 18 nodes) no
-placement keeps a token's groups on few nodes and the method returns DeepSeek's global policy.
+placement keeps a token's groups on few nodes and the method returns DeepSeek's global mode.
 Inside each node the usual steps follow: replica counts minimizing the largest replica load
 (at most one replica per GPU), then a balanced packing of replicas onto the node's GPUs.
 
@@ -270,7 +270,7 @@ def node_aware(loads: np.ndarray, topology: Topology, cross_node_budget: float =
     G, N = topology.num_groups, topology.num_nodes
     if G % N != 0 or G < N:
         # groups cannot live on single nodes (e.g. 8 groups over 18 decode nodes): tokens reach many
-        # nodes whatever the placement, so balance alone decides; use the global policy
+        # nodes whatever the placement, so balance alone decides; use the global mode
         out = deepseek_global(loads, topology)
         out.info.update({"fallback": "deepseek-global: expert groups do not divide over the nodes",
                          "cross_node_budget": budget if math.isfinite(budget) else "inf"})

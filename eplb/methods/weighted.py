@@ -77,7 +77,7 @@ def optimal_shares(placement: Placement, loads, *, time_limit: float | None = No
 def weighted(loads: np.ndarray, topology: Topology, time_limit: float | None = None,
              base: str | None = None) -> MethodOutput:
     """base: an even-split method whose placement (with optimal shares) is also tried in each
-    layer, besides DeepSeek's global policy (default: "auto" when it is registered; with it no
+    layer, besides DeepSeek's global mode (default: "auto" when it is registered; with it no
     layer is worse than ``deepseek``, since optimal shares never do worse than an even split).
     time_limit: seconds for the whole call (half of it for the base plan)."""
     w = np.asarray(loads, dtype=np.float64)
