@@ -103,8 +103,11 @@ class _Budget:
 
     def milp_options(self, seconds: float, nodes: int = NODES_PER_SOLVE) -> dict:
         """scipy ``milp`` options for one integer program of at most ``seconds`` (capped by what is
-        left); under a work limit also at most ``nodes`` branch-and-bound nodes."""
+        left); under a work limit at most ``nodes`` branch-and-bound nodes instead, so that only the
+        search's own time limit (none without one) can cut it short, whatever the machine's load."""
         opts = {"presolve": False}
+        if self.counted:
+            seconds = self.seconds()
         if math.isfinite(seconds):
             opts["time_limit"] = float(max(seconds, 1e-3))
         if self.counted:
