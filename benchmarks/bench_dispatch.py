@@ -344,10 +344,10 @@ def main() -> int:
                     help="prefill workloads for section 3b (comma separated; empty to skip)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in eplb.methods()]
+    unknown = [m for m in methods if m not in eplb.methods.methods()]
     if unknown:
         print(f"skipping unknown methods {unknown}", file=sys.stderr)
-        methods = [m for m in methods if m in eplb.methods()]
+        methods = [m for m in methods if m in eplb.methods.methods()]
     budgets = [float(b) for b in args.budgets.split(",") if b]
     t_all = time.perf_counter()
     wanted = {int(x) for x in args.sections.split(",") if x}

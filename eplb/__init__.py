@@ -5,7 +5,8 @@ Expert placement (``place``, ``rebalance_experts``), evaluation with certified b
 rebalancing (``migrate``, ``moves``), weighted splits (``optimal_shares``), the redundancy
 planner (``plan_redundancy``) and the CLI ``eplb``. Sub-packages: ``eplb.dp`` (DP request
 balancing), ``eplb.dispatch`` (token-level dispatch simulation), ``eplb.cost`` (analytic H800 cost
-model), ``eplb.formats`` (engine formats).
+model), ``eplb.formats`` (engine formats), ``eplb.methods`` (placement methods:
+``eplb.methods.methods()`` lists them).
 """
 __version__ = "0.1.0"
 
@@ -13,7 +14,7 @@ from eplb.api import DEFAULT_METHOD, place, rebalance_experts
 from eplb.errors import EplbError
 from eplb.evaluate import Evaluation, evaluate, gpu_loads, lower_bound
 from eplb.placement import FORMAT, Placement, load_placement, schema
-from eplb.methods import describe_methods, methods
+import eplb.methods  # the package of placement methods: eplb.methods.methods() lists them
 from eplb.topology import PRESETS, Topology, preset
 
 # heavier entry points, imported on first use so `import eplb` stays light
@@ -41,12 +42,10 @@ __all__ = [
     "PRESETS",
     "Placement",
     "Topology",
-    "describe_methods",
     "evaluate",
     "gpu_loads",
     "load_placement",
     "lower_bound",
-    "methods",
     "migrate",
     "moves",
     "optimal_shares",

@@ -133,7 +133,7 @@ METHOD_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                            suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.mark.parametrize("method", eplb.methods())
+@pytest.mark.parametrize("method", eplb.methods.methods())
 def test_every_method_valid_deterministic_and_never_worse_than_promised(method):
     from eplb.methods import method_options
 

@@ -65,7 +65,7 @@ def test_report_lists_every_registered_method(prefill):
     loads, topo = prefill
     two = from_array(loads.loads[:2], layers=loads.layers[:2], name="two layers")
     results = compare_methods(two, topo, time_limit=0.1)
-    assert [r.method for r in results] == eplb.methods(standalone=True)
+    assert [r.method for r in results] == eplb.methods.methods(standalone=True)
     assert results[0].ok and all(r.ok or r.error for r in results)
     text = build_report(two, topo, results=results)
     for r in results:
