@@ -6,7 +6,7 @@ the copies go into bins that each hold a given number of slots (equal, or differ
 
 - *achieved*: the copies are apportioned by the divisor method (:func:`optimal_counts`, at
   most as many copies as bins), packed heaviest first (:func:`capped_lpt`) and refined by
-  pairwise swaps (:func:`swap_improve`); along a curve, the previous point's plan grown by
+  pairwise swaps (:func:`exchange_improve`); along a curve, the previous point's plan grown by
   one copy at a time is used when it is better;
 - *bound*: ``max(total / bins, best largest copy)``, a certified lower bound for any even-split
   assignment with that many copies.
@@ -18,7 +18,7 @@ import numpy as np
 from solvers.apportion import optimal_counts
 from solvers.errors import SolverInputError
 
-__all__ = ["spread_slots", "capped_lpt", "swap_improve", "pack_with_copies", "balance_curve", "smallest_spare"]
+__all__ = ["spread_slots", "capped_lpt", "exchange_improve", "pack_with_copies", "balance_curve", "smallest_spare"]
 
 
 def spread_slots(num_slots: int, num_bins: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def capped_lpt(weight: np.ndarray, caps: np.ndarray) -> tuple[np.ndarray, np.nda
     return bin_of, load
 
 
-def swap_improve(weight: np.ndarray, bin_of: np.ndarray, num_bins: int, *, max_rounds: int = 200) -> np.ndarray:
+def exchange_improve(weight: np.ndarray, bin_of: np.ndarray, num_bins: int, *, max_rounds: int = 200) -> np.ndarray:
     """Pairwise exchanges that lower the heaviest bin: repeatedly swap an item of the heaviest
     bin with a lighter item of another bin when that lowers the larger of the two bins the
     most; stops when no swap helps. Slot counts per bin are unchanged.
@@ -108,7 +108,7 @@ def _greedy_plan(w: np.ndarray, caps: np.ndarray, improve: bool):
     bin_of, _ = capped_lpt(per_copy, caps)
     if improve:
         for row in range(X):
-            bin_of[row] = swap_improve(per_copy[row], bin_of[row], G)
+            bin_of[row] = exchange_improve(per_copy[row], bin_of[row], G)
     return slot_item, bin_of
 
 
@@ -137,7 +137,7 @@ def _add_copy(w_row: np.ndarray, slot_item: np.ndarray, bin_of: np.ndarray, G: i
 
 def pack_with_copies(weight: np.ndarray, caps: np.ndarray, *, improve: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Apportion ``sum(caps)`` copies over the items and pack them (see module docs); with
-    ``improve``, :func:`swap_improve` refines each row.
+    ``improve``, :func:`exchange_improve` refines each row.
 
     weight: [X, n]; caps: [G]. Returns the achieved heaviest bin [X] and the lower bound [X]."""
     w = np.asarray(weight, dtype=np.float64)
@@ -192,7 +192,7 @@ def balance_curve(weight: np.ndarray, num_bins: int, spares, *, uniform: bool = 
                     grown = _add_copy(w[r], grown[0], grown[1], G)
                 if improve:
                     cnt = np.bincount(grown[0], minlength=n)
-                    grown = (grown[0], swap_improve(w[r][grown[0]] / cnt[grown[0]], grown[1], G))
+                    grown = (grown[0], exchange_improve(w[r][grown[0]] / cnt[grown[0]], grown[1], G))
                 gv = _plan_max(w[r], *grown, G)
                 if gv < value:
                     cand, value = grown, gv

@@ -11,7 +11,7 @@ import traces
 from eplb.cli import main
 from eplb.redundancy import plan_redundancy, uniform_spares
 from solvers import SolverInputError
-from solvers.redundancy import balance_curve, capped_lpt, pack_with_copies, smallest_spare, spread_slots, swap_improve
+from solvers.redundancy import balance_curve, capped_lpt, pack_with_copies, smallest_spare, spread_slots, exchange_improve
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,7 +33,7 @@ def test_capped_lpt_respects_caps_and_swaps_never_hurt(bins, extra, n, seed):
     for row in range(2):
         assert np.all(np.bincount(bin_of[row], minlength=bins) == caps)
         np.testing.assert_allclose(load[row], np.bincount(bin_of[row], weights=w[row], minlength=bins))
-        b = swap_improve(w[row], bin_of[row], bins)
+        b = exchange_improve(w[row], bin_of[row], bins)
         assert np.all(np.bincount(b, minlength=bins) == caps)
         assert np.bincount(b, weights=w[row], minlength=bins).max() <= load[row].max() + 1e-9
 

@@ -100,6 +100,14 @@ def _replicated(tables: LayerTables, li: int, experts: np.ndarray):
     return e, cnt, (cnt > 1) & (experts >= 0)
 
 
+def _replicated_pairs(tables: LayerTables, li: int, experts: np.ndarray):
+    """The zero answer [T, K] (replica 0 for every pair) and the pairs of replicated experts: their
+    rows, columns, expert ids and replica counts (each [P])."""
+    e, cnt, multi = _replicated(tables, li, experts)
+    rows, cols = np.nonzero(multi)
+    return np.zeros(e.shape, dtype=np.int64), rows, cols, e[rows, cols], cnt[rows, cols]
+
+
 @CHOICES.register("random", "uniform over the expert's replicas")
 def _random(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
             rng: np.random.Generator) -> np.ndarray:
@@ -114,12 +122,9 @@ def _random(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarr
 @CHOICES.register("round-robin", "the i-th pair of an expert to replica i mod count (counters kept across steps)")
 def _round_robin(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
-    e, cnt, multi = _replicated(tables, li, experts)
-    out = np.zeros(e.shape, dtype=np.int64)
-    rows, cols = np.nonzero(multi)
+    out, rows, cols, me, mc = _replicated_pairs(tables, li, experts)
     if rows.size == 0:
         return out
-    me, mc = e[rows, cols], cnt[rows, cols]
     E = tables.count.shape[1]
     order = np.argsort(me.astype(np.int16) if E <= 32767 else me, kind="stable")
     per = np.bincount(me, minlength=E)
@@ -135,12 +140,9 @@ def _round_robin(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.
 @CHOICES.register("nearest", "a replica on the token's GPU, else its node, else any")
 def _nearest(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
              rng: np.random.Generator) -> np.ndarray:
-    e, cnt, multi = _replicated(tables, li, experts)
-    out = np.zeros(e.shape, dtype=np.int64)
-    rows, cols = np.nonzero(multi)
+    out, rows, cols, me, mc = _replicated_pairs(tables, li, experts)
     if rows.size == 0:
         return out
-    me, mc = e[rows, cols], cnt[rows, cols]
     # same GPU, then same node, then anywhere; uniform among the nearest
     M = tables.slot.shape[2]
     gpus = tables.gpu[li][me]  # [P, M]
@@ -155,12 +157,9 @@ def _nearest(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndar
 @CHOICES.register("by-share", "replica j with probability shares[j] (the placement's shares)")
 def _by_share(tables: LayerTables, li: int, experts: np.ndarray, src_gpu: np.ndarray,
               rng: np.random.Generator) -> np.ndarray:
-    e, cnt, multi = _replicated(tables, li, experts)
-    out = np.zeros(e.shape, dtype=np.int64)
-    rows, cols = np.nonzero(multi)
+    out, rows, cols, me, mc = _replicated_pairs(tables, li, experts)
     if rows.size == 0:
         return out
-    me, mc = e[rows, cols], cnt[rows, cols]
     cum = tables.cum_share[li][me]  # [P, M]
     u = rng.random((me.size, 1))
     out[rows, cols] = np.minimum((u >= cum).sum(axis=1), mc - 1)
