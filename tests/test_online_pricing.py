@@ -176,3 +176,19 @@ def test_a_decode_replan_on_ep144_schedules_each_layer_in_max_degree_rounds():
     # a round lasts at least one NVLink copy and at most one RDMA copy
     assert SIZE / (H800.nvlink_usable_gbps * 1e9) * cost.rounds <= cost.transfer_s
     assert cost.transfer_s <= SIZE / (H800.rdma_gbps * 1e9) * cost.rounds * (1 + 1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6), st.floats(0.05, 4.0), st.floats(1e-4, 1e-2))
+def test_overlapping_never_stalls_more_than_stopping(seed, experts_per_step, step_s):
+    topo = Topology(2, 2, 2, 1)
+    before, after = random_plan(seed, topo, 6), random_plan(seed + 1, topo, 6)
+    sync = migration_cost(before, after)
+    over = migration_cost(before, after, bytes_per_step=experts_per_step * SIZE, step_s=step_s)
+    assert over.bytes_moved == sync.bytes_moved and over.transfer_s == sync.transfer_s
+    assert 0.0 <= over.stall_s <= sync.stall_s * (1 + 1e-9)
+    if sync.rounds:
+        exact = sync.rounds / experts_per_step  # steps of the byte stream (its last one partial)
+        assert over.steps_to_apply >= 1 and exact - 1e-9 <= over.steps_to_apply < exact + 1 + 1e-9
+    else:
+        assert over.steps_to_apply == 0 and over.stall_s == 0.0

@@ -246,7 +246,8 @@ def migration_cost(previous: Placement, target: Placement, *, model: str = "deep
     the end of the step in which its last round completes; the switch is a pointer swap, taken as
     free. A step stalls only when its share of the stream needs the links longer than the step lasts
     (it waits for the rest); ``stall_s`` sums those waits and ``steps_to_apply`` counts the steps
-    until the last layer has switched."""
+    until the last layer has switched. The links' use by serving itself (dispatch and combine) is not
+    deducted: a budget well inside what a link carries in one step leaves it room."""
     from eplb.cost.specs import hardware as get_hardware
 
     _check_pair(previous, target)
