@@ -157,8 +157,11 @@ def schedule_rounds(rows: np.ndarray) -> list[np.ndarray]:
     graph.add_nodes_from(top, bipartite=0)
     graph.add_edges_from(edges)
     rounds = []
-    for _ in range(delta):
-        matching = nx.bipartite.hopcroft_karp_matching(graph, top_nodes=top)
+    for k in range(delta):
+        if k < delta - 1:
+            matching = nx.bipartite.hopcroft_karp_matching(graph, top_nodes=top)
+        else:  # what is left is 1-regular: a perfect matching already
+            matching = {u: next(iter(graph[u])) for u in top}
         chosen = []
         for u in top:
             pair = (u, matching[u])
