@@ -20,7 +20,7 @@ import numpy as np
 
 from eplb._registry import Registry
 
-__all__ = ["POLICIES", "Policy", "FixedInterval", "policies"]
+__all__ = ["POLICIES", "Policy", "FixedInterval", "default_policy", "policies"]
 
 #: The rebalancing policies, by name.
 POLICIES = Registry("rebalancing policy")
@@ -29,6 +29,11 @@ POLICIES = Registry("rebalancing policy")
 def policies() -> list[str]:
     """Names of the registered rebalancing policies."""
     return POLICIES.names()
+
+
+def default_policy() -> str:
+    """The policy eplb recommends: the ``controller`` once it is registered, else ``static``."""
+    return "controller" if "controller" in POLICIES else "static"
 
 
 class Policy:

@@ -93,14 +93,13 @@ def _price(previous, target, step_s, pricing: dict, *, free: bool) -> dict:
 
 def replay_all(series, topology, policies=None, **options) -> dict:
     """Replay every policy in ``policies`` (default: all registered but the oracle) and the oracle:
-    ``{"default": name, "policies": [replay results], "oracle_lost_gpu_seconds": x}``; the default is
-    the policy with the least lost GPU-seconds."""
-    from eplb.online.policies import POLICIES
+    ``{"default": name, "policies": [replay results], "oracle_lost_gpu_seconds": x}``; ``default``
+    names the recommended policy (:func:`eplb.online.policies.default_policy`)."""
+    from eplb.online.policies import POLICIES, default_policy
 
     names = [n for n in (policies or POLICIES.names()) if n != "oracle"]
     if not names:
         raise EplbError("give at least one rebalancing policy besides the oracle")
     results = [replay(series, topology, name, **options) for name in names]
     oracle = replay(series, topology, "oracle", **options)
-    best = min(results, key=lambda r: r["lost_gpu_seconds"])
-    return {"default": best["policy"], "policies": results, "oracle_lost_gpu_seconds": oracle["lost_gpu_seconds"]}
+    return {"default": default_policy(), "policies": results, "oracle_lost_gpu_seconds": oracle["lost_gpu_seconds"]}
