@@ -7,6 +7,11 @@ window's loads (``balanced_step``: every GPU equally loaded). Between windows th
 a new placement; the move costs the GPU-seconds of its stall priced by
 :func:`eplb.online.pricing.migration_cost` (nothing for a policy with free migration, the oracle).
 Lost GPU-seconds are imbalance plus migration.
+
+Simplifications: a new placement serves the whole next window, even when its transfers overlap
+serving (``bytes_per_step``) and layers switch over several steps; the step time counts the model's
+MoE layers beyond the series' at the mean of the series' layers, while a migration moves only the
+series' layers (give series with every MoE layer, as :func:`traces.series.drift_series` does).
 """
 from __future__ import annotations
 
