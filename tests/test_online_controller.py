@@ -207,3 +207,22 @@ def test_apply_takes_only_a_plan_for_the_current_placement():
     c.apply(plan)
     with pytest.raises(eplb.EplbError, match="another placement"):
         c.apply(plan)
+
+
+def test_settled_loads_are_not_planned_again_until_they_move(monkeypatch):
+    base = _base()
+    c = _controller(base, replan_distance=0.05)
+    c.observe(base)
+    assert c.decide() is None  # settled on these loads
+
+    def no_planning(loads):
+        raise AssertionError("planned although the loads had not moved")
+
+    monkeypatch.setattr(c, "candidate", no_planning)
+    nudged = base.copy()
+    nudged[:, 0] *= 1.02  # a few percent on one expert: far below 0.05 of the shares
+    c.observe(nudged)
+    assert c.decide() is None
+    c.observe(_shifted(base))
+    with pytest.raises(AssertionError, match="planned"):
+        c.decide()

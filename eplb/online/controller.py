@@ -75,14 +75,16 @@ class Controller:
     (:class:`~eplb.online.forecast.Forecast`). method, tolerance, time_limit: the candidate plan
     (``eplb.place``: a fresh plan by ``method``, then the migration-aware plan within ``tolerance`` of
     it). bytes_per_step: None for synchronous moves, else bytes per GPU per serving step streamed
-    while serving.
+    while serving. replan_distance: after a decision that found nothing to move, decide()
+    returns None without planning until some layer's load shares have moved more than this (total
+    variation distance, 0-1) from those it was settled on.
     """
 
     def __init__(self, topology: Topology, placement: Placement, *, cost_model: str = "h800", model: str = "deepseek-v3",
                  phase: str | None = None, horizon_s: float = 600.0, window: str = "ewma", half_life: float = 8.0,
                  window_length: int = 8, short_half_life: float = 1.0, shift_threshold: float = 0.1,
                  margin: float = 1.5, method: str | None = None, tolerance: float = 0.01,
-                 bytes_per_step: float | None = None, time_limit: float | None = None):
+                 bytes_per_step: float | None = None, time_limit: float | None = None, replan_distance: float = 0.01):
         if not isinstance(topology, Topology):
             raise EplbError(f"topology must be an eplb.Topology, got {type(topology).__name__}")
         self.topology = topology
@@ -95,7 +97,9 @@ class Controller:
         self.tolerance = _check_number("tolerance", tolerance, strict=False)
         self.bytes_per_step = _check_number("bytes_per_step", bytes_per_step, allow_none=True)
         self.time_limit = _check_number("time_limit", time_limit, allow_none=True)
+        self.replan_distance = _check_number("replan_distance", replan_distance, strict=False)
         self.method = DEFAULT_METHOD if method is None else method
+        self._settled: np.ndarray | None = None  # load shares [L, E] of the last decision that found nothing to move
         self.forecast = Forecast(window=window, half_life=half_life, window_length=window_length,
                                  short_half_life=short_half_life, shift_threshold=shift_threshold)
 
@@ -143,6 +147,18 @@ class Controller:
         if self.forecast.windows == 0:
             return None
         loads = self.forecast.loads
+        shares = loads / np.maximum(loads.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+        if self._settled is not None:
+            moved = 0.5 * np.abs(shares - self._settled).sum(axis=1).max()
+            if moved <= self.replan_distance:
+                return None
+        plan = self._weigh(loads)
+        if plan is None:
+            self._settled = shares
+        return plan
+
+    def _weigh(self, loads: np.ndarray) -> Plan | None:
+        """The plan for forecast ``loads`` if it pays, else None."""
         lost_now, step_s = self.lost_gpu_seconds(self.placement, loads)
         if lost_now <= 0:
             return None
@@ -170,3 +186,4 @@ class Controller:
             raise EplbError("the plan was made for another placement than the controller's current one; "
                             "call decide() again and apply its plan")
         self.placement = self._check_placement(plan.target, "plan.target")
+        self._settled = None
