@@ -157,8 +157,11 @@ def schedule_rounds(rows: np.ndarray) -> list[np.ndarray]:
     graph.add_nodes_from(top, bipartite=0)
     graph.add_edges_from(edges)
     rounds = []
-    for _ in range(delta):
-        matching = nx.bipartite.hopcroft_karp_matching(graph, top_nodes=top)
+    for k in range(delta):
+        if k < delta - 1:
+            matching = nx.bipartite.hopcroft_karp_matching(graph, top_nodes=top)
+        else:  # what is left is 1-regular: a perfect matching already
+            matching = {u: next(iter(graph[u])) for u in top}
         chosen = []
         for u in top:
             pair = (u, matching[u])
@@ -246,7 +249,8 @@ def migration_cost(previous: Placement, target: Placement, *, model: str = "deep
     the end of the step in which its last round completes; the switch is a pointer swap, taken as
     free. A step stalls only when its share of the stream needs the links longer than the step lasts
     (it waits for the rest); ``stall_s`` sums those waits and ``steps_to_apply`` counts the steps
-    until the last layer has switched."""
+    until the last layer has switched. The links' use by serving itself (dispatch and combine) is not
+    deducted: a budget well inside what a link carries in one step leaves it room."""
     from eplb.cost.specs import hardware as get_hardware
 
     _check_pair(previous, target)
