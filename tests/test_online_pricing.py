@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 import eplb
 from eplb import EplbError, Placement, Topology
 from eplb.cost.specs import hardware
-from eplb.online import expert_bytes, migration_cost, schedule_rounds, transfers
+from eplb.online import model_expert_bytes, migration_cost, schedule_rounds, transfers
 
 SIZE = 3 * 7168 * 2048 + 3 * (7168 // 128) * (2048 // 128) * 4  # FP8 weights + FP32 128x128 block scales
 H800 = hardware("h800")
@@ -25,9 +25,9 @@ def random_plan(seed, topo, experts, layers=3):
 
 
 def test_expert_bytes_of_deepseek_v3_is_fp8_weights_and_block_scales():
-    assert expert_bytes() == expert_bytes("deepseek-v3") == SIZE == 44_050_944
+    assert model_expert_bytes() == model_expert_bytes("deepseek-v3") == SIZE == 44_050_944
     with pytest.raises(EplbError, match="unknown model"):
-        expert_bytes("no-such-model")
+        model_expert_bytes("no-such-model")
 
 
 def test_identical_placements_need_no_transfer_and_cost_nothing():

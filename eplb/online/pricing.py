@@ -24,7 +24,7 @@ import numpy as np
 from eplb.errors import EplbError
 from eplb.placement import Placement
 
-__all__ = ["expert_bytes", "transfers", "schedule_rounds", "MigrationCost", "migration_cost", "TRANSFER_COLUMNS"]
+__all__ = ["model_expert_bytes", "transfers", "schedule_rounds", "MigrationCost", "migration_cost", "TRANSFER_COLUMNS"]
 
 #: Columns of the array :func:`transfers` returns.
 TRANSFER_COLUMNS = ("layer", "expert", "src_gpu", "dst_gpu", "dst_slot")
@@ -33,8 +33,9 @@ TRANSFER_COLUMNS = ("layer", "expert", "src_gpu", "dst_gpu", "dst_slot")
 MAX_STEPS = 10**7
 
 
-def expert_bytes(model: str = "deepseek-v3") -> int:
-    """Bytes of one routed expert of ``model`` on the GPU: FP8 weights, one byte per parameter of its
+def model_expert_bytes(model: str = "deepseek-v3") -> int:
+    """Bytes of one routed expert of the model named ``model`` on the GPU (:func:`eplb.migration.expert_bytes`
+    given that model's shape): FP8 weights, one byte per parameter of its
     gate, up and down projections (``eplb.cost.specs.model(model).expert_params``), plus one FP32
     scale per 128 x 128 block of each of the three matrices, the block-wise FP8 recipe of the
     DeepSeek-V3 technical report (sec. 3.3.2). For DeepSeek-V3: 3 x 7168 x 2048 = 44,040,192 bytes of
@@ -256,7 +257,7 @@ def migration_cost(previous: Placement, target: Placement, *, model: str = "deep
     _check_pair(previous, target)
     _check_rates(step_s, bytes_per_step)
     hw = get_hardware(hardware)
-    size = expert_bytes(model)
+    size = model_expert_bytes(model)
     topo = previous.topology
     rows = transfers(previous, target)
     L = previous.phy2log.shape[0]
