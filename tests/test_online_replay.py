@@ -27,16 +27,17 @@ def shifting_series(windows=6, window_steps=1000, layers=2, experts=16, seed=0):
     return LoadSeries(np.array(out), window_steps, name="shifting")
 
 
-def test_every_policy_is_registered_and_the_default_is_static_until_a_controller_registers():
-    assert policies() == ["static", "fixed-interval-vllm", "fixed-interval-sglang", "periodic-10min", "oracle"]
-    assert default_policy() == "static"
+def test_every_policy_is_registered_and_the_default_is_the_controller():
+    assert policies() == ["static", "fixed-interval-vllm", "fixed-interval-sglang", "periodic-10min", "oracle",
+                          "controller"]
+    assert default_policy() == "controller"
 
 
 def test_oracle_bounds_every_policy_and_lost_is_imbalance_plus_migration():
     s = shifting_series()
     out = replay_all(s, TOPO)
     assert [r["policy"] for r in out["policies"]] == ["static", "fixed-interval-vllm", "fixed-interval-sglang",
-                                                      "periodic-10min"]
+                                                      "periodic-10min", "controller"]
     for r in out["policies"]:
         assert tuple(r) == KEYS
         assert out["oracle_lost_gpu_seconds"] <= r["imbalance_gpu_seconds"]
@@ -147,7 +148,7 @@ def test_cli_replay_prints_the_issue_json(tmp_path, capsys):
     code = main(["replay", "--loads", str(path), "--preset", "deepseek-v3-decode", "--policy", "fixed-interval-sglang"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(out) == {"default", "policies", "oracle_lost_gpu_seconds"} and out["default"] == "static"
+    assert set(out) == {"default", "policies", "oracle_lost_gpu_seconds"} and out["default"] == "controller"
     assert [r["policy"] for r in out["policies"]] == ["fixed-interval-sglang"]
     assert tuple(out["policies"][0]) == KEYS and out["policies"][0]["rebalances"] == 2
     target = tmp_path / "out.json"
@@ -175,3 +176,23 @@ def test_cli_unknown_policy_and_missing_file(tmp_path, capsys):
     assert "static" in capsys.readouterr().err
     assert main(["replay", "--loads", str(tmp_path / "none.npz"), "--preset", "deepseek-v3-decode"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_controller_moves_when_the_hot_experts_move_and_beats_planning_once():
+    s = shifting_series(windows=6)
+    static, ctl = replay(s, TOPO, "static"), replay(s, TOPO, "controller", method="deepseek")
+    assert ctl["rebalances"] >= 1 and ctl["bytes_moved"] > 0
+    assert ctl["lost_gpu_seconds"] < static["lost_gpu_seconds"]
+    assert ctl["lost_gpu_seconds"] == pytest.approx(ctl["imbalance_gpu_seconds"] + ctl["migration_gpu_seconds"])
+
+
+def test_controller_keeps_the_placement_when_loads_do_not_change():
+    base = np.random.default_rng(3).uniform(50.0, 300.0, (2, 16)).round()
+    s = LoadSeries(np.repeat(base[None], 5, axis=0), 1000, name="steady")
+    r = replay(s, TOPO, "controller", method="deepseek")
+    assert (r["rebalances"], r["bytes_moved"]) == (0, 0)
+
+
+def test_controller_options_are_checked():
+    with pytest.raises(TypeError, match="rebalancing policy controller has no option 'kappa'"):
+        replay(shifting_series(windows=2), TOPO, "controller", kappa=1)

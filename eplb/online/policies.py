@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from eplb._registry import Registry
+from eplb.online.controller import Controller
 
 __all__ = ["POLICIES", "Policy", "FixedInterval", "default_policy", "policies"]
 
@@ -140,5 +141,28 @@ class Oracle(Policy):
         return self.plan(loads)
 
 
-# The ``controller`` policy (eplb.online.controller.Controller: observe each window, move when the
-# forecast gain beats the migration cost) registers here.
+@POLICIES.register("controller")
+class ControllerPolicy(Policy):
+    """eplb's controller (:class:`eplb.online.controller.Controller`): observes every window, forecasts
+    the loads and moves, migration-aware, only when the modelled gain over ``horizon_s`` beats
+    ``margin`` x the priced migration. The options are the controller's."""
+
+    def __init__(self, horizon_s: float = 600.0, margin: float = 1.5, window: str = "ewma", half_life: float = 8.0,
+                 shift_threshold: float = 0.1, method: str | None = None, tolerance: float = 0.01,
+                 bytes_per_step: float | None = None, cost_model: str = "h800", phase: str | None = None):
+        self.options = {"horizon_s": horizon_s, "margin": margin, "window": window, "half_life": half_life,
+                        "shift_threshold": shift_threshold, "method": method, "tolerance": tolerance,
+                        "bytes_per_step": bytes_per_step, "cost_model": cost_model, "phase": phase}
+
+    def reset(self, topology, first_loads, *, window_steps: int, layers=None):
+        placement = super().reset(topology, first_loads, window_steps=window_steps, layers=layers)
+        self.controller = Controller(topology, placement, **self.options)
+        return placement
+
+    def step(self, loads, *, steps: int, seconds: float):
+        self.controller.observe(loads)
+        plan = self.controller.decide()
+        if plan is None:
+            return None
+        self.controller.apply(plan)
+        return plan.target
