@@ -155,11 +155,13 @@ def test_registered_names_mean_one_thing():
     from eplb.dispatch.choice import CHOICES
     from eplb.dp.routers import ROUTERS
     from eplb.methods import METHODS
+    from eplb.online.policies import POLICIES
 
     kinds = {"method": set(METHODS.names()), "replica choice": set(CHOICES.names()),
-             "router": set(ROUTERS.names())}
+             "router": set(ROUTERS.names()), "rebalancing policy": set(POLICIES.names())}
     # round-robin is rotation over the candidates in both places it appears
     assert kinds["replica choice"] & kinds["router"] == {"round-robin"}
-    assert not kinds["method"] & (kinds["replica choice"] | kinds["router"])
+    assert not kinds["method"] & (kinds["replica choice"] | kinds["router"] | kinds["rebalancing policy"])
+    assert not kinds["rebalancing policy"] & (kinds["replica choice"] | kinds["router"])
     for names in kinds.values():
         assert all(n == n.lower() and "_" not in n for n in names)
