@@ -39,6 +39,7 @@ COMMANDS = {
     "benchmarks/results/bench_extra_migration.md": "PYTHONPATH=. python benchmarks/bench_extra_migration.py",
     "benchmarks/results/bench_extra_redundancy.md": "PYTHONPATH=. python benchmarks/bench_extra_redundancy.py",
     "benchmarks/results/bench_extra_weighted.md": "PYTHONPATH=. python benchmarks/bench_extra_weighted.py",
+    "benchmarks/results/bench_online.md": "PYTHONPATH=. python benchmarks/bench_online.py",
 }
 
 @pytest.mark.parametrize("name", RESULTS)
