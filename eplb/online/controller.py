@@ -30,12 +30,13 @@ from eplb.cost import deployment_for, hardware as get_hardware, moe_step_time
 from eplb.errors import EplbError
 from eplb.evaluate import gpu_loads
 from eplb.methods.registry import MethodOutput
+from eplb.online.checks import number
 from eplb.online.forecast import Forecast
 from eplb.online.pricing import MigrationCost, migration_cost
 from eplb.placement import Placement
 from eplb.topology import Topology
 
-__all__ = ["Controller", "Plan"]
+__all__ = ["Controller", "Plan", "lost_per_step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,14 +55,13 @@ class Plan:
     reason: str
 
 
-def _check_number(name: str, value, *, low: float = 0.0, allow_none: bool = False, strict: bool = True):
-    if value is None and allow_none:
-        return None
-    ok = not isinstance(value, (bool, str)) and isinstance(value, (int, float, np.number)) and np.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise EplbError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def lost_per_step(placement: Placement, loads, deployment) -> tuple[float, float]:
+    """GPU-seconds per serving step that ``placement`` loses under ``loads`` [L, E] against the same
+    step with perfectly balanced experts (``step - balanced_step`` of :func:`eplb.cost.moe_step_time`,
+    times the GPUs), and the step's seconds. deployment: an ``eplb.cost.Deployment`` of the placement's
+    topology."""
+    st = moe_step_time(gpu_loads(placement, np.asarray(loads, dtype=np.float64)), deployment)
+    return (st.step - st.balanced_step) * placement.topology.num_gpus, st.step
 
 
 class Controller:
@@ -92,12 +92,12 @@ class Controller:
         self.hardware = get_hardware(cost_model).name
         self.model = model
         self.deployment = deployment_for(topology, phase, hardware=self.hardware, model=model)
-        self.horizon_s = _check_number("horizon_s", horizon_s)
-        self.margin = _check_number("margin", margin, strict=False)
-        self.tolerance = _check_number("tolerance", tolerance, strict=False)
-        self.bytes_per_step = _check_number("bytes_per_step", bytes_per_step, allow_none=True)
-        self.time_limit = _check_number("time_limit", time_limit, allow_none=True)
-        self.replan_distance = _check_number("replan_distance", replan_distance, strict=False)
+        self.horizon_s = number("horizon_s", horizon_s)
+        self.margin = number("margin", margin, zero=True)
+        self.tolerance = number("tolerance", tolerance, zero=True)
+        self.bytes_per_step = number("bytes_per_step", bytes_per_step, none=True)
+        self.time_limit = number("time_limit", time_limit, none=True)
+        self.replan_distance = number("replan_distance", replan_distance, zero=True)
         self.method = DEFAULT_METHOD if method is None else method
         self._settled: np.ndarray | None = None  # load shares [L, E] of the last decision that found nothing to move
         self.forecast = Forecast(window=window, half_life=half_life, window_length=window_length,
@@ -126,9 +126,9 @@ class Controller:
     # ------------------------------------------------------------------ off the serving path
     def lost_gpu_seconds(self, placement: Placement, loads) -> tuple[float, float]:
         """GPU-seconds a placement loses per step under ``loads`` [L, E] against perfectly balanced experts
-        (all the model's MoE layers), and the step's seconds."""
-        st = moe_step_time(gpu_loads(placement, np.asarray(loads, dtype=np.float64)), self.deployment)
-        return max(0.0, st.step - st.balanced_step) * self.topology.num_gpus, st.step
+        (never below 0), and the step's seconds (see :func:`lost_per_step`)."""
+        lost, step_s = lost_per_step(placement, loads, self.deployment)
+        return max(0.0, lost), step_s
 
     def candidate(self, loads) -> Placement:
         """The placement the controller would move to for ``loads`` [L, E]: a fresh plan by the

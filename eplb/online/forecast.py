@@ -28,20 +28,13 @@ from collections import deque
 import numpy as np
 
 from eplb.errors import EplbError
+from eplb.online.checks import number
 
 __all__ = ["Forecast", "WINDOWS"]
 
 #: Kinds of long average.
 WINDOWS = ("ewma", "sliding")
 _TINY = np.finfo(np.float64).tiny
-
-
-def _positive(name: str, value, integer: bool = False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer) if integer else (int, float, np.number))
-    if not ok or not np.isfinite(value) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise EplbError(f"{name} must be {kind}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 def _inverse(rows: np.ndarray) -> np.ndarray:
@@ -72,10 +65,10 @@ class Forecast:
         if window not in WINDOWS:
             raise EplbError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
         self.window = window
-        self.half_life = _positive("half_life", half_life)
-        self.window_length = _positive("window_length", window_length, integer=True)
-        self.short_half_life = _positive("short_half_life", short_half_life)
-        self.shift_threshold = _positive("shift_threshold", shift_threshold)
+        self.half_life = number("half_life", half_life)
+        self.window_length = number("window_length", window_length, integer=True)
+        self.short_half_life = number("short_half_life", short_half_life)
+        self.shift_threshold = number("shift_threshold", shift_threshold)
         self._keep = 0.5 ** (1.0 / self.half_life)  # weight kept by the long EWMA per window
         self._keep_short = 0.5 ** (1.0 / self.short_half_life)
         self.windows = 0  #: windows observed

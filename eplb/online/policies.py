@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from eplb._registry import Registry
+from eplb.online.checks import number
 from eplb.online.controller import Controller
 
 __all__ = ["POLICIES", "Policy", "FixedInterval", "default_policy", "policies"]
@@ -79,8 +80,7 @@ class FixedInterval(Policy):
             raise EplbError("give a fixed-interval policy one of interval_steps or interval_s")
         for key, value in (("interval_steps", interval_steps), ("stats_steps", stats_steps),
                            ("interval_s", interval_s)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise EplbError(f"{key} must be a positive number, got {value!r}")
+            number(key, value, none=True)
         self.interval_steps = interval_steps
         self.stats_steps = stats_steps
         self.interval_s = interval_s

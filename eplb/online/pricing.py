@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eplb.errors import EplbError
+from eplb.online.checks import number
 from eplb.placement import Placement
 
 __all__ = ["model_expert_bytes", "transfers", "schedule_rounds", "MigrationCost", "migration_cost", "TRANSFER_COLUMNS"]
@@ -227,13 +228,6 @@ def _overlapped(round_s: np.ndarray, size: int, step_s: float, bytes_per_step: f
     return float(wait.sum()), steps
 
 
-def _check_rates(step_s, bytes_per_step) -> None:
-    for name, v in (("step_s", step_s), ("bytes_per_step", bytes_per_step)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-                              or not math.isfinite(v) or v <= 0):
-            raise EplbError(f"{name} must be a positive number, got {v!r}")
-
-
 def migration_cost(previous: Placement, target: Placement, *, model: str = "deepseek-v3", hardware: str = "h800",
                    step_s: float | None = None, bytes_per_step: float | None = None) -> MigrationCost:
     """The price of moving from ``previous`` to ``target`` (see the module docs for the transfers and
@@ -255,7 +249,8 @@ def migration_cost(previous: Placement, target: Placement, *, model: str = "deep
     from eplb.cost.specs import hardware as get_hardware
 
     _check_pair(previous, target)
-    _check_rates(step_s, bytes_per_step)
+    number("step_s", step_s, none=True)
+    number("bytes_per_step", bytes_per_step, none=True)
     hw = get_hardware(hardware)
     size = model_expert_bytes(model)
     topo = previous.topology

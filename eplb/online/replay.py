@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from eplb.cost import deployment_for
 from eplb.errors import EplbError
+from eplb.online.controller import lost_per_step
+from eplb.online.policies import POLICIES, default_policy
+from eplb.online.pricing import migration_cost
 
 __all__ = ["KEYS", "replay", "replay_all"]
 
@@ -38,10 +42,6 @@ def replay(series, topology, policy: str = "static", *, cost_model: str = "h800"
     serving step when transfers overlap serving (None: synchronous, serving stops while they run).
     Returns a dict with the keys :data:`KEYS`.
     """
-    from eplb.cost import deployment_for, moe_step_time
-    from eplb.evaluate import gpu_loads
-    from eplb.online.policies import POLICIES
-
     loads, steps = _check(series, topology)
     POLICIES.check_options(policy, options)
     rule = POLICIES.get(policy)(**options)
@@ -63,11 +63,10 @@ def replay(series, topology, policy: str = "static", *, cost_model: str = "h800"
                 total["stall"] = max(total["stall"], cost["stall_s"])
                 total["rebalances"] += 1
                 placement = target
-        st = moe_step_time(gpu_loads(placement, loads[t]), dep)
-        total["imbalance"] += (st.step - st.balanced_step) * steps * topology.num_gpus
+        lost, step_s = lost_per_step(placement, loads[t], dep)
+        total["imbalance"] += lost * steps
         served_steps += steps
-        seconds += st.step * steps
-        step_s = st.step
+        seconds += step_s * steps
     return dict(zip(KEYS, (policy, total["imbalance"] + total["migration"], total["imbalance"], total["migration"],
                            int(total["bytes"]), total["rebalances"], total["stall"] * 1e3)))
 
@@ -87,8 +86,6 @@ def _check(series, topology):
 
 def _price(previous, target, step_s, pricing: dict, *, free: bool) -> dict:
     """Migration GPU-seconds, bytes and stall of moving from ``previous`` to ``target``."""
-    from eplb.online.pricing import migration_cost
-
     cost = migration_cost(previous, target, model=pricing["model"], hardware=pricing["hardware"],
                           step_s=step_s, bytes_per_step=pricing["bytes_per_step"])
     if free:
@@ -100,7 +97,6 @@ def replay_all(series, topology, policies=None, **options) -> dict:
     """Replay every policy in ``policies`` (default: all registered but the oracle) and the oracle:
     ``{"default": name, "policies": [replay results], "oracle_lost_gpu_seconds": x}``; ``default``
     names the recommended policy (:func:`eplb.online.policies.default_policy`)."""
-    from eplb.online.policies import POLICIES, default_policy
 
     names = [n for n in (policies or POLICIES.names()) if n != "oracle"]
     if not names:
