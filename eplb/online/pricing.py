@@ -111,18 +111,18 @@ def _check_rows(rows) -> np.ndarray:
     return arr
 
 
-def _regular_multigraph(src: np.ndarray, dst: np.ndarray) -> tuple[dict, int]:
+def _regular_multigraph(src: np.ndarray, dst: np.ndarray) -> tuple[dict, int, int]:
     """Edges (sender node, receiver node) -> [row indices or -1 for padding] of a bipartite multigraph
-    in which every node has degree exactly the maximum degree of the real one, and that degree."""
-    senders, s_deg = np.unique(src, return_counts=True)
-    receivers, r_deg = np.unique(dst, return_counts=True)
+    in which every node has degree exactly the maximum degree of the real one; that degree; and the
+    number of nodes per side. Nodes are integers (senders 0..side-1, receivers side..2*side-1), so
+    the matchings, and the rounds, do not depend on the process's string hashing."""
+    senders, s_idx, s_deg = np.unique(src, return_inverse=True, return_counts=True)
+    receivers, r_idx, r_deg = np.unique(dst, return_inverse=True, return_counts=True)
     delta = int(max(s_deg.max(), r_deg.max()))
     side = max(len(senders), len(receivers))
-    left = [("s", int(g)) for g in senders] + [("s-pad", i) for i in range(side - len(senders))]
-    right = [("r", int(g)) for g in receivers] + [("r-pad", i) for i in range(side - len(receivers))]
     edges: dict = {}
-    for i, (s, d) in enumerate(zip(src.tolist(), dst.tolist())):
-        edges.setdefault((("s", s), ("r", d)), []).append(i)
+    for i, (s, d) in enumerate(zip(s_idx.tolist(), r_idx.tolist())):
+        edges.setdefault((s, side + d), []).append(i)
     l_def = [delta - int(d) for d in s_deg] + [delta] * (side - len(senders))
     r_def = [delta - int(d) for d in r_deg] + [delta] * (side - len(receivers))
     j = 0
@@ -131,10 +131,10 @@ def _regular_multigraph(src: np.ndarray, dst: np.ndarray) -> tuple[dict, int]:
             while r_def[j] == 0:
                 j += 1
             k = min(need, r_def[j])
-            edges.setdefault((left[i], right[j]), []).extend([-1] * k)
+            edges.setdefault((i, side + j), []).extend([-1] * k)
             need -= k
             r_def[j] -= k
-    return edges, delta
+    return edges, delta, side
 
 
 def schedule_rounds(rows: np.ndarray) -> list[np.ndarray]:
@@ -153,9 +153,9 @@ def schedule_rounds(rows: np.ndarray) -> list[np.ndarray]:
         return []
     if np.unique(arr[:, 0]).size > 1:
         raise EplbError("schedule_rounds takes the transfers of one layer; split the rows by their layer column")
-    edges, delta = _regular_multigraph(arr[:, 2], arr[:, 3])
+    edges, delta, side = _regular_multigraph(arr[:, 2], arr[:, 3])
     graph = nx.Graph()
-    top = sorted({u for u, _ in edges})
+    top = list(range(side))
     graph.add_nodes_from(top, bipartite=0)
     graph.add_edges_from(edges)
     rounds = []
